@@ -1,0 +1,66 @@
+"""The dataset card (README.md with YAML metadata) written next to a factorized dataset."""
+
+from __future__ import annotations
+
+import json
+
+from huggingface_hub import DatasetCard, DatasetCardData
+
+
+def dataset_card(config: dict, storage, repo_id: str | None = None) -> str:
+    """Card text for a format-v1 ``config`` and its :class:`~haba_datasets.factorized.StorageReport`."""
+    prov = config["provenance"]
+    hall = config["hallucinators"]
+    name = prov.get("name") or repo_id or "factorized dataset"
+    data = DatasetCardData(
+        license=prov.get("license", "unknown"),
+        task_categories=["image-classification"],
+        tags=["dataset-distillation", "haba", "factorized-dataset"],
+        pretty_name=name,
+    )
+    c, h, w = config["image_shape"]
+    lines = [
+        f"# {name}",
+        "",
+        f"A distilled image-classification dataset stored in factorized form (HaBa, Liu et al., NeurIPS 2022): "
+        f"{config['num_bases']} bases and {hall['count']} `{hall['architecture']}` hallucinators; every "
+        f"(basis, hallucinator) pair is a {c}x{h}x{w} training image, {config['num_bases'] * hall['count']} in all, "
+        f"over {len(config['classes'])} classes.",
+        "",
+        "## Storage",
+        "",
+        str(storage) + ".",
+        "",
+        "## How it was made",
+        "",
+    ]
+    made = {k: v for k, v in prov.items() if k not in ("name", "license", "metrics")}
+    lines += _table(made) if made else ["No provenance recorded."]
+    lines += ["", "## Metrics", ""]
+    lines += _table(prov["metrics"]) if prov.get("metrics") else ["No metrics recorded."]
+    lines += [
+        "",
+        "## How to load",
+        "",
+        "```python",
+        "from torch.utils.data import DataLoader",
+        "from haba_datasets import FactorizedDataset",
+        "",
+        f"dataset = FactorizedDataset.from_pretrained({json.dumps(repo_id or 'path/to/this/folder')})",
+        "loader = DataLoader(dataset, batch_size=256, shuffle=True)  # (image, label) batches",
+        "test_transform = dataset.real_transform  # real images -> this dataset's model space",
+        "```",
+        "",
+        f"Images live in `{config['preprocessing']['kind']}` space: apply `dataset.real_transform` to real test "
+        "images before evaluating a model trained on them. Learned learning rate: "
+        f"{config['learned_lr'] if config['learned_lr'] is not None else 'none recorded'}.",
+        "",
+        "Classes: " + ", ".join(config["classes"]) + ".",
+    ]
+    return str(DatasetCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n"))
+
+
+def _table(values: dict) -> list[str]:
+    rows = ["| key | value |", "|---|---|"]
+    rows += [f"| {k} | {json.dumps(v) if not isinstance(v, str) else v} |" for k, v in values.items()]
+    return rows

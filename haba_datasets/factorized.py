@@ -1,0 +1,345 @@
+"""`FactorizedDataset`: a torch Dataset whose images are synthesised from bases and hallucinators."""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import operator
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Literal, Sequence
+
+import torch
+from safetensors.torch import save as safetensors_bytes
+from torch.utils.data import TensorDataset
+from torchvision.datasets import VisionDataset
+from torchvision.transforms import v2
+
+from . import io
+from .card import dataset_card
+from .hallucinators import HallucinatorBank, create_hallucinators
+from .preprocessing import Identity, Preprocessing
+from .viz import factor_grid, to_pil
+
+Pairing = Literal["all", "random"]
+
+
+@dataclass(frozen=True)
+class StorageReport:
+    """Stored values of a factorized dataset against the plain-image budget.
+
+    ``budget_values`` is what ``images_per_class`` plain images per class would take
+    (``IPC x classes x C x H x W`` with IPC = bases per class); ``ratio`` = total / budget.
+    ``equivalent_ipc`` is how many plain images per class fit in the same number of values.
+    """
+
+    basis_values: int
+    hallucinator_values: int
+    images_per_class: float
+    budget_values: int
+    equivalent_ipc: float
+
+    @property
+    def total_values(self) -> int:
+        return self.basis_values + self.hallucinator_values
+
+    @property
+    def ratio(self) -> float:
+        return self.total_values / self.budget_values
+
+    def __str__(self) -> str:
+        return (
+            f"{self.total_values:,} stored values ({self.basis_values:,} bases + {self.hallucinator_values:,} "
+            f"hallucinators) = {self.ratio:.3f}x the {self.budget_values:,} values of "
+            f"{self.images_per_class:g} image(s) per class; same storage as {self.equivalent_ipc:.2f} images per class"
+        )
+
+
+class FactorizedDataset(VisionDataset):
+    """A distilled dataset stored as bases and hallucinators; item ``(b, h)`` is ``h(bases[b])``.
+
+    Args:
+        bases: ``(N, C_b, H, W)`` float tensor (in model space, see ``preprocessing``).
+        labels: ``(N,)`` integer class of each basis.
+        hallucinators: a :class:`~haba_datasets.hallucinators.HallucinatorBank` of ``K`` members.
+        classes: class names; ``labels`` index into them.
+        preprocessing: the transform from real pixels to the model space of the images
+            (default: identity). Kept on the CPU.
+        pairing: ``"all"`` (default): ``len == N * K`` and index ``i`` is basis ``i // K`` with
+            hallucinator ``i % K``. ``"random"``: the reference evaluation protocol, ``len == N``
+            and index ``i`` is basis ``i`` with a hallucinator drawn at random on every access
+            (from torch's global RNG: seed it with ``torch.manual_seed``; DataLoader workers get
+            distinct streams).
+        transform, target_transform: applied per item, as in torchvision.
+        device: where bases and hallucinators live and images are synthesised (default: CUDA
+            when available, else CPU). Tensors and the hallucinator module are moved, not copied.
+        learned_lr: learning rate learned during distillation, if any (used for evaluation).
+        provenance: JSON-serialisable description of how the dataset was made.
+
+    Items are ``(image, label)``: a float ``(C, H, W)`` tensor on ``device`` and an int.
+    :meth:`__getitems__` synthesises a DataLoader batch in one vectorised call, without autograd;
+    batched and per-item results agree up to float rounding (convolution kernels may sum in a
+    different order for different batch sizes).
+    """
+
+    def __init__(
+        self,
+        bases: torch.Tensor,
+        labels: torch.Tensor | Sequence[int],
+        hallucinators: HallucinatorBank,
+        classes: Sequence[str],
+        *,
+        preprocessing: Preprocessing | None = None,
+        pairing: Pairing = "all",
+        transform: Callable | None = None,
+        target_transform: Callable | None = None,
+        device: torch.device | str | None = None,
+        learned_lr: float | None = None,
+        provenance: dict | None = None,
+    ) -> None:
+        super().__init__(root=None, transform=transform, target_transform=target_transform)
+        labels = torch.as_tensor(labels)
+        classes = list(classes)
+        if not isinstance(hallucinators, HallucinatorBank):
+            raise TypeError(f"hallucinators must be a HallucinatorBank, got {type(hallucinators).__name__}")
+        if not (isinstance(bases, torch.Tensor) and bases.is_floating_point() and bases.dim() == 4):
+            raise ValueError("bases must be a (N, C, H, W) float tensor")
+        if tuple(bases.shape[1:]) != hallucinators.basis_shape:
+            raise ValueError(f"bases are {tuple(bases.shape[1:])} but the hallucinators take {hallucinators.basis_shape}")
+        if labels.shape != bases.shape[:1] or labels.is_floating_point() or labels.dtype == torch.bool:
+            raise ValueError(f"labels must be {bases.shape[0]} integers, got {labels.dtype} {tuple(labels.shape)}")
+        if not classes or len(set(classes)) != len(classes) or not all(isinstance(c, str) for c in classes):
+            raise ValueError("classes must be a non-empty list of distinct names")
+        if labels.numel() and not (0 <= int(labels.min()) and int(labels.max()) < len(classes)):
+            raise ValueError(f"labels must lie in [0, {len(classes)})")
+        if pairing not in ("all", "random"):
+            raise ValueError(f"pairing must be 'all' or 'random', got {pairing!r}")
+        if learned_lr is not None and not (math.isfinite(learned_lr) and learned_lr > 0):
+            raise ValueError(f"learned_lr must be a positive number, got {learned_lr!r}")
+        self.classes = classes
+        self.class_to_idx = {c: i for i, c in enumerate(classes)}
+        self.pairing = pairing
+        self.learned_lr = None if learned_lr is None else float(learned_lr)
+        self.provenance = dict(provenance or {})
+        self.bases = bases.detach().float()
+        self.labels = labels.long()
+        self.hallucinators = hallucinators
+        self._label_list = self.labels.tolist()
+        self._preprocessing = Identity() if preprocessing is None else preprocessing
+        self._load_preprocessing: Callable[[], Preprocessing] | None = None
+        self.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+    # -- torch Dataset protocol ------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        n = self.bases.shape[0]
+        return n * self.hallucinators.count if self.pairing == "all" else n
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.__getitems__([operator.index(index)])[0]
+
+    def __getitems__(self, indices: Sequence[int]) -> list[tuple[torch.Tensor, int]]:
+        """Synthesise the items at ``indices`` in one batched call (what DataLoader uses)."""
+        basis, which = self.pairs(indices)
+        with torch.no_grad():
+            images = self.hallucinators(self.bases[basis.to(self.device)], which.to(self.device))
+        labels = [self._label_list[b] for b in basis.tolist()]
+        if self.transforms is not None:
+            return [self.transforms(image, label) for image, label in zip(images, labels)]
+        return list(zip(images.unbind(0), labels))
+
+    def pairs(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(basis index, hallucinator index)`` CPU tensors of the items at ``indices``.
+
+        Deterministic for ``pairing="all"``; draws the hallucinators for ``pairing="random"``.
+        """
+        n = len(self)
+        idx = torch.as_tensor(indices, dtype=torch.long).reshape(-1)
+        if idx.numel() and not (-n <= int(idx.min()) and int(idx.max()) < n):
+            raise IndexError(f"index out of range for a dataset of {n} items")
+        idx = idx.remainder(n) if n else idx
+        if self.pairing == "all":
+            k = self.hallucinators.count
+            return idx.div(k, rounding_mode="floor"), idx.remainder(k)
+        return idx, torch.randint(self.hallucinators.count, idx.shape)
+
+    @property
+    def targets(self) -> list[int]:
+        """The label of every item, in index order."""
+        if self.pairing == "all":
+            return [y for y in self._label_list for _ in range(self.hallucinators.count)]
+        return list(self._label_list)
+
+    @property
+    def device(self) -> torch.device:
+        return self.bases.device
+
+    def to(self, device: torch.device | str) -> "FactorizedDataset":
+        """Move bases, labels and hallucinators to ``device`` (in place; returns ``self``)."""
+        device = torch.device(device)
+        self.bases = self.bases.to(device)
+        self.labels = self.labels.to(device)
+        self.hallucinators.to(device)
+        return self
+
+    # -- preprocessing ---------------------------------------------------------------------------
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """The model-space transform (read from disk on first access for loaded datasets)."""
+        if self._load_preprocessing is not None:
+            self._preprocessing, self._load_preprocessing = self._load_preprocessing(), None
+        return self._preprocessing
+
+    @property
+    def real_transform(self) -> v2.Compose:
+        """Torchvision transform turning a real PIL image (or uint8 tensor) into model space."""
+        return v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True), self.preprocessing])
+
+    # -- exports ---------------------------------------------------------------------------------
+
+    def materialize(self, batch_size: int = 1024) -> TensorDataset:
+        """Every ``(basis, hallucinator)`` image, in ``pairing="all"`` order, as a ``TensorDataset``
+        of ``(images, labels)`` on this dataset's device (transforms are not applied)."""
+        k = self.hallucinators.count
+        flat = torch.arange(self.bases.shape[0] * k, device=self.device)
+        with torch.no_grad():
+            images = torch.cat(
+                [self.hallucinators(self.bases[i // k], i % k) for i in flat.split(batch_size)]
+            ) if flat.numel() else self.bases.new_empty((0, *self.hallucinators.image_shape))
+        return TensorDataset(images, self.labels.repeat_interleave(k))
+
+    def pixels(self, images: torch.Tensor) -> torch.Tensor:
+        """Model-space images -> displayable pixels in [0, 1] on the CPU."""
+        return self.preprocessing.inverse(images.detach().cpu()).clamp(0, 1)
+
+    def to_hf_dataset(self):
+        """Every image as a ``datasets.Dataset`` with ``image`` (PIL, pixel space) and ``label``
+        (``ClassLabel``) columns, in ``pairing="all"`` order."""
+        import datasets
+
+        images, labels = self.materialize().tensors
+        features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=self.classes)})
+        return datasets.Dataset.from_dict(
+            {"image": [to_pil(p) for p in self.pixels(images)], "label": labels.tolist()}, features=features
+        )
+
+    def save_grid(self, path: str | Path, *, max_bases_per_class: int = 10, scale: int = 2) -> Path:
+        """Write a PNG: for each class, one row per basis, one column per hallucinator."""
+        k = self.hallucinators.count
+        rows = []
+        for c, name in enumerate(self.classes):
+            members = [i for i, y in enumerate(self._label_list) if y == c][:max_bases_per_class]
+            if members:
+                rows.append((name, torch.tensor(members, device=self.device)))
+        if not rows:
+            raise ValueError("the dataset has no bases to draw")
+        chosen = torch.cat([m for _, m in rows])
+        with torch.no_grad():
+            images = self.hallucinators(
+                self.bases[chosen].repeat_interleave(k, 0), torch.arange(k, device=self.device).repeat(len(chosen))
+            )
+        grid = factor_grid(self.pixels(images), [(name, len(m)) for name, m in rows], columns=k, scale=scale)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        grid.save(path, format="PNG")
+        return path
+
+    @property
+    def storage(self) -> StorageReport:
+        """How many values the dataset stores, against the plain-image budget."""
+        c, h, w = self.hallucinators.image_shape
+        n_classes = len(self.classes)
+        hall = sum(p.numel() for p in self.hallucinators.parameters())
+        return StorageReport(
+            basis_values=self.bases.numel(),
+            hallucinator_values=hall,
+            images_per_class=self.bases.shape[0] / n_classes,
+            budget_values=self.bases.shape[0] * c * h * w,
+            equivalent_ipc=(self.bases.numel() + hall) / (n_classes * c * h * w),
+        )
+
+    def extra_repr(self) -> str:
+        counts = Counter(self._label_list)
+        return "\n".join([
+            f"Bases: {self.bases.shape[0]} x {tuple(self.bases.shape[1:])} ({min(counts.values(), default=0)}-"
+            f"{max(counts.values(), default=0)} per class), classes: {len(self.classes)}",
+            f"Hallucinators: {self.hallucinators.count} x {self.hallucinators.architecture} -> {self.hallucinators.image_shape}",
+            f"Pairing: {self.pairing}, device: {self.device}",
+            f"Storage: {self.storage.ratio:.3f}x the plain-image budget",
+        ])  # fmt: skip
+
+    # -- file format -----------------------------------------------------------------------------
+
+    def save_pretrained(self, folder: str | Path) -> Path:
+        """Write the dataset as a format-v1 folder (see ``docs/format.md``), atomically."""
+        factors = {"bases": self.bases, "labels": self.labels}
+        factors.update({f"hallucinators.{k}": v for k, v in self.hallucinators.state_dict().items()})
+        factors = {k: v.detach().cpu().contiguous() for k, v in factors.items()}
+        prep = self.preprocessing
+        bad = [k for k, v in {**factors, **prep.tensors()}.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            raise ValueError(f"refusing to save non-finite values in {bad}")
+        files = {io.FACTORS: safetensors_bytes(factors)}
+        if prep.tensors():
+            files[io.PREPROCESSING] = safetensors_bytes({k: v.detach().cpu().contiguous() for k, v in prep.tensors().items()})
+        config = {
+            "format": io.FORMAT_NAME,
+            "format_version": io.FORMAT_VERSION,
+            "image_shape": list(self.hallucinators.image_shape),
+            "basis_shape": list(self.hallucinators.basis_shape),
+            "num_bases": self.bases.shape[0],
+            "classes": self.classes,
+            "hallucinators": {
+                "architecture": self.hallucinators.architecture,
+                "count": self.hallucinators.count,
+                "options": self.hallucinators.options(),
+            },
+            "preprocessing": prep.config(),
+            "learned_lr": self.learned_lr,
+            "provenance": self.provenance,
+            "files": {name: io.file_entry(data) for name, data in files.items()},
+        }
+        io.validate_config(json.loads(json.dumps(config)))  # what a reader will see
+        files[io.CONFIG] = (json.dumps(config, indent=2) + "\n").encode()
+        files[io.CARD] = dataset_card(config, self.storage).encode()
+        io.write_folder(Path(folder), files)
+        return Path(folder)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        *,
+        device: torch.device | str | None = None,
+        pairing: Pairing = "all",
+        transform: Callable | None = None,
+        target_transform: Callable | None = None,
+    ) -> "FactorizedDataset":
+        """Load a format-v1 folder written by :meth:`save_pretrained`.
+
+        Everything is validated before tensors are built; any problem raises
+        :class:`~haba_datasets.io.FormatError` naming the file. The preprocessing tensors (ZCA)
+        are read on first use of :attr:`preprocessing`.
+        """
+        folder = Path(path)
+        config = io.read_config(folder)
+        tensors = io.read_factors(folder, config)
+        hall = config["hallucinators"]
+        bank = create_hallucinators(
+            hall["architecture"], hall["count"], tuple(config["basis_shape"]), tuple(config["image_shape"]),
+            device="meta", **hall["options"],
+        )  # fmt: skip
+        prefix = "hallucinators."
+        bank.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}, assign=True)
+        if io.PREPROCESSING in config["files"] and not (folder / io.PREPROCESSING).is_file():
+            raise io.FormatError(f"{folder / io.PREPROCESSING}: missing")
+        dataset = cls(
+            tensors["bases"], tensors["labels"], bank, config["classes"],
+            pairing=pairing, transform=transform, target_transform=target_transform, device=device,
+            learned_lr=config["learned_lr"], provenance=config["provenance"],
+        )  # fmt: skip
+        dataset._load_preprocessing = functools.partial(io.read_preprocessing, folder, config)
+        return dataset

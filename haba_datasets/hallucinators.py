@@ -1,0 +1,190 @@
+"""Hallucinator architectures, registered by name.
+
+A *hallucinator bank* holds ``count`` hallucinators of one architecture with their parameters
+stacked along a leading dimension, so that a batch in which every sample uses a different
+hallucinator is synthesised in a few tensor operations (one pair of convolutions per
+hallucinator, never one call per sample).
+
+The name under which an architecture is registered is what the file format stores, so a saved
+dataset can be rebuilt without unpickling anything.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Shape = tuple[int, int, int]
+
+_REGISTRY: dict[str, type["HallucinatorBank"]] = {}
+
+
+def register_hallucinators(name: str) -> Callable[[type["HallucinatorBank"]], type["HallucinatorBank"]]:
+    """Class decorator registering a :class:`HallucinatorBank` subclass under ``name``."""
+
+    def decorator(cls: type[HallucinatorBank]) -> type[HallucinatorBank]:
+        if name in _REGISTRY:
+            raise ValueError(f"hallucinator architecture {name!r} is already registered")
+        cls.architecture = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return decorator
+
+
+def list_hallucinators() -> list[str]:
+    """Names of the registered hallucinator architectures."""
+    return sorted(_REGISTRY)
+
+
+def create_hallucinators(
+    architecture: str,
+    count: int,
+    basis_shape: Shape,
+    image_shape: Shape,
+    *,
+    device: torch.device | str | None = None,
+    **options,
+) -> "HallucinatorBank":
+    """Build ``count`` freshly initialised hallucinators of a registered architecture.
+
+    ``basis_shape`` and ``image_shape`` are ``(channels, height, width)``; ``options`` are the
+    architecture's own keyword arguments (stored in the file format's config).
+    """
+    if architecture not in _REGISTRY:
+        raise ValueError(
+            f"unknown hallucinator architecture {architecture!r}; known: {', '.join(list_hallucinators())}"
+        )
+    return _REGISTRY[architecture](count, tuple(basis_shape), tuple(image_shape), device=device, **options)
+
+
+class HallucinatorBank(nn.Module):
+    """Base class: ``count`` hallucinators mapping bases ``basis_shape`` to images ``image_shape``.
+
+    Subclasses implement :meth:`forward_one` (one hallucinator on a batch) and may override
+    :meth:`options` (their JSON-serialisable constructor keywords).
+    """
+
+    architecture: str = ""
+
+    def __init__(self, count: int, basis_shape: Shape, image_shape: Shape) -> None:
+        super().__init__()
+        if not isinstance(count, int) or count < 1:
+            raise ValueError(f"count must be a positive int, got {count!r}")
+        for name, shape in (("basis_shape", basis_shape), ("image_shape", image_shape)):
+            if len(shape) != 3 or not all(isinstance(s, int) and s > 0 for s in shape):
+                raise ValueError(f"{name} must be (channels, height, width) of positive ints, got {shape!r}")
+        self.count = count
+        self.basis_shape = tuple(basis_shape)
+        self.image_shape = tuple(image_shape)
+
+    def options(self) -> dict:
+        """Constructor keywords beyond count and shapes (stored in the format's config)."""
+        return {}
+
+    def forward_one(self, bases: torch.Tensor, k: int) -> torch.Tensor:
+        """Apply hallucinator ``k`` to every basis of a ``(B, *basis_shape)`` batch."""
+        raise NotImplementedError
+
+    def forward(self, bases: torch.Tensor, index: int | torch.Tensor) -> torch.Tensor:
+        """Images ``h_index[i](bases[i])``, shape ``(B, *image_shape)``.
+
+        ``index`` is one hallucinator for the whole batch (an int) or one per sample (a 1-D
+        integer tensor). Per-sample indices cost one call of :meth:`forward_one` per distinct
+        hallucinator. Differentiable with respect to the bases and the parameters.
+        """
+        if bases.dim() != 4 or tuple(bases.shape[1:]) != self.basis_shape:
+            raise ValueError(f"expected bases of shape (B, {', '.join(map(str, self.basis_shape))}), got {tuple(bases.shape)}")
+        if isinstance(index, int):
+            if not 0 <= index < self.count:
+                raise IndexError(f"hallucinator index {index} out of range [0, {self.count})")
+            return self.forward_one(bases, index)
+        index = torch.as_tensor(index, device=bases.device)
+        if index.shape != bases.shape[:1]:
+            raise ValueError(f"need one hallucinator index per basis, got {tuple(index.shape)} for {bases.shape[0]} bases")
+        if index.numel() and not 0 <= int(index.min()) <= int(index.max()) < self.count:
+            raise IndexError(f"hallucinator indices must lie in [0, {self.count})")
+        out = bases.new_empty((bases.shape[0], *self.image_shape))
+        order = torch.argsort(index)
+        counts = torch.bincount(index, minlength=self.count).tolist()
+        for k, positions in enumerate(order.split(counts)):
+            if positions.numel():
+                out.index_copy_(0, positions, self.forward_one(bases.index_select(0, positions), k))
+        return out
+
+
+@register_hallucinators("haba-conv")
+class ConvHallucinators(HallucinatorBank):
+    """The HaBa reference hallucinator, without any non-linearity.
+
+    ``encoder``: Conv2d(basis channels -> image channels, 3x3, no padding), shrinking H and W by 2;
+    ``scale``/``shift``: per-element affine of the encoder's output (init 1 and 0);
+    ``decoder``: ConvTranspose2d(image channels -> image channels, 3x3), restoring H and W.
+    Weights are stored in the PyTorch layouts of those modules with a leading hallucinator dim.
+    """
+
+    def __init__(self, count: int, basis_shape: Shape, image_shape: Shape, *, device=None) -> None:
+        super().__init__(count, basis_shape, image_shape)
+        cb, hb, wb = basis_shape
+        c, h, w = image_shape
+        if (hb, wb) != (h, w) or h < 3 or w < 3:
+            raise ValueError(f"haba-conv needs bases and images of the same size >= 3x3, got {basis_shape} -> {image_shape}")
+        kw = {"device": device, "dtype": torch.float32}
+        self.encoder_weight = nn.Parameter(torch.empty(count, c, cb, 3, 3, **kw))
+        self.encoder_bias = nn.Parameter(torch.empty(count, c, **kw))
+        self.scale = nn.Parameter(torch.ones(count, c, h - 2, w - 2, **kw))
+        self.shift = nn.Parameter(torch.zeros(count, c, h - 2, w - 2, **kw))
+        self.decoder_weight = nn.Parameter(torch.empty(count, c, c, 3, 3, **kw))
+        self.decoder_bias = nn.Parameter(torch.empty(count, c, **kw))
+        if self.encoder_weight.device.type != "meta":
+            self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """PyTorch's default Conv2d / ConvTranspose2d initialisation, per hallucinator."""
+        for weight, bias in ((self.encoder_weight, self.encoder_bias), (self.decoder_weight, self.decoder_bias)):
+            fan_in = weight.shape[2] * 9  # what PyTorch computes for Conv2d and ConvTranspose2d
+            for k in range(self.count):
+                nn.init.kaiming_uniform_(weight[k], a=math.sqrt(5))
+            bias.uniform_(-1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in))
+        self.scale.fill_(1.0)
+        self.shift.fill_(0.0)
+
+    def forward_one(self, bases: torch.Tensor, k: int) -> torch.Tensor:
+        z = F.conv2d(bases, self.encoder_weight[k], self.encoder_bias[k])
+        z = torch.addcmul(self.shift[k], z, self.scale[k])
+        # ConvTranspose2d(stride 1, no padding) == Conv2d with padding 2 and the kernel transposed
+        # and flipped; PyTorch's CPU Conv2d is many times faster than its ConvTranspose2d.
+        kernel = self.decoder_weight[k].transpose(0, 1).flip(-1, -2)
+        return F.conv2d(z, kernel, self.decoder_bias[k], padding=2)
+
+    def module(self, k: int) -> nn.Module:
+        """Hallucinator ``k`` as a plain ``nn.Module`` (Conv2d, affine, ConvTranspose2d), a copy."""
+        if not 0 <= k < self.count:
+            raise IndexError(f"hallucinator index {k} out of range [0, {self.count})")
+        return _SingleConvHallucinator(self, k)
+
+
+class _SingleConvHallucinator(nn.Module):
+    """One :class:`ConvHallucinators` member as standard modules (the reference's per-image call)."""
+
+    def __init__(self, bank: ConvHallucinators, k: int) -> None:
+        super().__init__()
+        c, cb = bank.image_shape[0], bank.basis_shape[0]
+        device = bank.scale.device
+        self.encoder = nn.Conv2d(cb, c, 3, device=device)
+        self.decoder = nn.ConvTranspose2d(c, c, 3, device=device)
+        with torch.no_grad():
+            self.encoder.weight.copy_(bank.encoder_weight[k])
+            self.encoder.bias.copy_(bank.encoder_bias[k])
+            self.decoder.weight.copy_(bank.decoder_weight[k])
+            self.decoder.bias.copy_(bank.decoder_bias[k])
+        self.scale = nn.Parameter(bank.scale[k].detach().clone().unsqueeze(0))
+        self.shift = nn.Parameter(bank.shift[k].detach().clone().unsqueeze(0))
+
+    def forward(self, bases: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.scale * self.encoder(bases) + self.shift)

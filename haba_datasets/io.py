@@ -1,0 +1,264 @@
+"""File format v1 of a factorized dataset: reading with validation, writing atomically.
+
+A dataset is a folder (see ``docs/format.md``)::
+
+    config.json                 what the tensors are (validated before any tensor is read)
+    factors.safetensors         bases, labels, hallucinator parameters
+    preprocessing.safetensors   tensor parameters of the preprocessing (ZCA only), read on first use
+    README.md                   dataset card
+
+Loading never unpickles. Every problem raises :class:`FormatError` naming the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+
+from .hallucinators import create_hallucinators, list_hallucinators
+from .preprocessing import Preprocessing, list_preprocessings, preprocessing_class
+
+FORMAT_NAME = "haba-datasets/factorized"
+FORMAT_VERSION = 1
+CONFIG = "config.json"
+FACTORS = "factors.safetensors"
+PREPROCESSING = "preprocessing.safetensors"
+CARD = "README.md"
+
+# Sanity limits, checked against config.json before anything is allocated.
+MAX_CONFIG_BYTES = 1 << 20
+MAX_CHANNELS = 64
+MAX_SIDE = 4096
+MAX_BASES = 10_000_000
+MAX_HALLUCINATORS = 4096
+MAX_CLASSES = 100_000
+MAX_VALUES_PER_FILE = 1 << 31
+
+_CONFIG_KEYS = {
+    "format", "format_version", "image_shape", "basis_shape", "num_bases", "classes",
+    "hallucinators", "preprocessing", "learned_lr", "provenance", "files",
+}  # fmt: skip
+_DTYPES = {"F32": torch.float32, "I64": torch.int64}
+
+
+class FormatError(ValueError):
+    """A factorized dataset folder or file is missing, corrupted or inconsistent."""
+
+
+def read_config(folder: Path) -> dict:
+    """Read and validate ``folder/config.json``; raise :class:`FormatError` on any problem."""
+    path = Path(folder) / CONFIG
+    if not Path(folder).is_dir():
+        raise FormatError(f"{folder}: not a folder")
+    if not path.is_file():
+        raise FormatError(f"{path}: missing (not a factorized dataset folder?)")
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise FormatError(f"{path}: {path.stat().st_size} bytes, more than the {MAX_CONFIG_BYTES} allowed")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise FormatError(f"{path}: not valid JSON ({err})") from None
+    try:
+        validate_config(config)
+    except ValueError as err:
+        raise FormatError(f"{path}: {err}") from None
+    return config
+
+
+def validate_config(config: dict) -> None:
+    """Raise ``ValueError`` describing the first problem in a config dict."""
+    if not isinstance(config, dict) or config.get("format") != FORMAT_NAME:
+        raise ValueError(f"'format' must be {FORMAT_NAME!r}")
+    if config.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"unsupported format_version {config.get('format_version')!r} (this library reads {FORMAT_VERSION})")
+    if set(config) != _CONFIG_KEYS:
+        missing, extra = sorted(_CONFIG_KEYS - set(config)), sorted(set(config) - _CONFIG_KEYS)
+        raise ValueError(f"keys differ from format v1: missing {missing}, unexpected {extra}")
+    for key in ("image_shape", "basis_shape"):
+        shape = config[key]
+        if not (isinstance(shape, list) and len(shape) == 3 and all(_is_int(s) for s in shape)):
+            raise ValueError(f"{key!r} must be [channels, height, width], got {shape!r}")
+        if not (1 <= shape[0] <= MAX_CHANNELS and 1 <= shape[1] <= MAX_SIDE and 1 <= shape[2] <= MAX_SIDE):
+            raise ValueError(f"{key!r} {shape} is beyond the limits ({MAX_CHANNELS} channels, {MAX_SIDE} pixels)")
+    _check_int(config, "num_bases", 1, MAX_BASES)
+    classes = config["classes"]
+    if not (isinstance(classes, list) and 1 <= len(classes) <= MAX_CLASSES and all(isinstance(c, str) for c in classes)):
+        raise ValueError(f"'classes' must be a list of 1 to {MAX_CLASSES} names")
+    if len(set(classes)) != len(classes):
+        raise ValueError("'classes' has duplicate names")
+    hall = config["hallucinators"]
+    if not (isinstance(hall, dict) and set(hall) == {"architecture", "count", "options"} and isinstance(hall["options"], dict)):
+        raise ValueError("'hallucinators' must be {architecture, count, options}")
+    if hall["architecture"] not in list_hallucinators():
+        raise ValueError(f"unknown hallucinator architecture {hall['architecture']!r} (known: {', '.join(list_hallucinators())})")
+    _check_int(hall, "count", 1, MAX_HALLUCINATORS, where="hallucinators.")
+    prep = config["preprocessing"]
+    if not isinstance(prep, dict) or prep.get("kind") not in list_preprocessings():
+        raise ValueError(f"unknown preprocessing {prep!r} (known kinds: {', '.join(list_preprocessings())})")
+    preprocessing_class(prep["kind"]).check_config(prep, tuple(config["image_shape"]))
+    lr = config["learned_lr"]
+    if lr is not None and not (isinstance(lr, (int, float)) and not isinstance(lr, bool) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"'learned_lr' must be null or a positive number, got {lr!r}")
+    if not isinstance(config["provenance"], dict):
+        raise ValueError("'provenance' must be an object")
+    files = config["files"]
+    needed = {FACTORS} | ({PREPROCESSING} if preprocessing_class(prep["kind"]).tensor_shapes(prep, tuple(config["image_shape"])) else set())
+    if not isinstance(files, dict) or set(files) != needed:
+        raise ValueError(f"'files' must describe exactly {sorted(needed)}")
+    for name, entry in files.items():
+        if not (isinstance(entry, dict) and set(entry) == {"sha256", "size"} and _is_int(entry["size"])
+                and isinstance(entry["sha256"], str) and len(entry["sha256"]) == 64):
+            raise ValueError(f"'files.{name}' must be {{sha256: 64 hex digits, size: int}}")
+    try:
+        factor_shapes(config)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"'hallucinators' do not fit the shapes: {err}") from None
+
+
+def factor_shapes(config: dict) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+    """Name -> (shape, dtype) of every tensor ``factors.safetensors`` must hold."""
+    n = config["num_bases"]
+    bank = create_hallucinators(
+        config["hallucinators"]["architecture"],
+        config["hallucinators"]["count"],
+        tuple(config["basis_shape"]),
+        tuple(config["image_shape"]),
+        device="meta",
+        **config["hallucinators"]["options"],
+    )
+    specs = {"bases": ((n, *config["basis_shape"]), torch.float32), "labels": ((n,), torch.int64)}
+    specs.update({f"hallucinators.{k}": (tuple(v.shape), v.dtype) for k, v in bank.state_dict().items()})
+    return specs
+
+
+def read_tensors(folder: Path, name: str, config: dict, specs: dict[str, tuple[tuple[int, ...], torch.dtype]]) -> dict[str, torch.Tensor]:
+    """Read ``folder/name`` after checking its size, checksum, header, shapes and dtypes; reject NaN/inf."""
+    path = Path(folder) / name
+    entry = config["files"][name]
+    if not path.is_file():
+        raise FormatError(f"{path}: missing")
+    total = sum(math.prod(shape) for shape, _ in specs.values())
+    if total > MAX_VALUES_PER_FILE:
+        raise FormatError(f"{path}: config.json implies {total} values, more than the {MAX_VALUES_PER_FILE} allowed")
+    size = path.stat().st_size
+    if size != entry["size"]:
+        raise FormatError(f"{path}: {size} bytes but config.json records {entry['size']} (truncated or replaced?)")
+    if _sha256(path) != entry["sha256"]:
+        raise FormatError(f"{path}: checksum differs from config.json (corrupted file)")
+    try:
+        with safe_open(path, framework="pt") as f:
+            if set(f.keys()) != set(specs):
+                raise FormatError(f"{path}: holds tensors {sorted(f.keys())}, config.json implies {sorted(specs)}")
+            for key, (shape, dtype) in specs.items():
+                sl = f.get_slice(key)
+                if tuple(sl.get_shape()) != shape or _DTYPES.get(sl.get_dtype()) != dtype:
+                    raise FormatError(f"{path}: tensor {key!r} is {sl.get_dtype()} {sl.get_shape()}, expected {dtype} {list(shape)}")
+            tensors = {key: f.get_tensor(key) for key in specs}
+    except SafetensorError as err:
+        raise FormatError(f"{path}: not a valid safetensors file ({err})") from None
+    for key, t in tensors.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise FormatError(f"{path}: tensor {key!r} contains NaN or inf")
+    return tensors
+
+
+def read_factors(folder: Path, config: dict) -> dict[str, torch.Tensor]:
+    """The validated tensors of ``factors.safetensors`` (labels checked against the classes)."""
+    tensors = read_tensors(folder, FACTORS, config, factor_shapes(config))
+    labels = tensors["labels"]
+    if labels.numel() and not (0 <= int(labels.min()) and int(labels.max()) < len(config["classes"])):
+        raise FormatError(f"{Path(folder) / FACTORS}: labels outside [0, {len(config['classes'])})")
+    return tensors
+
+
+def read_preprocessing(folder: Path, config: dict) -> Preprocessing:
+    """Build the preprocessing described by ``config`` (reading its tensor file when it has one)."""
+    prep = config["preprocessing"]
+    cls = preprocessing_class(prep["kind"])
+    shapes = cls.tensor_shapes(prep, tuple(config["image_shape"]))
+    tensors = read_tensors(folder, PREPROCESSING, config, {k: (s, torch.float32) for k, s in shapes.items()}) if shapes else {}
+    try:
+        return cls.from_config(prep, tensors)
+    except ValueError as err:
+        raise FormatError(f"{Path(folder) / PREPROCESSING}: {err}") from None
+
+
+def file_entry(data: bytes) -> dict:
+    """The ``files`` entry of config.json for a file with these bytes."""
+    return {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+
+
+def write_folder(folder: Path, files: dict[str, bytes]) -> None:
+    """Write ``files`` as the only content of ``folder``, atomically.
+
+    Files go to a temporary sibling folder, are flushed to disk, then the folder is swapped in by
+    rename. A crash leaves either the previous folder or nothing at ``folder``, never a mix. An
+    existing folder is replaced only when it is empty or a factorized dataset.
+    """
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    if folder.exists() and not _replaceable(folder):
+        raise FileExistsError(f"{folder}: exists and is not a factorized dataset folder; refusing to replace it")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+    try:
+        for name, data in files.items():
+            with open(tmp / name, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        _fsync_dir(tmp)
+        if folder.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old-", dir=folder.parent))
+            os.replace(folder, old)  # replaces the empty placeholder made by mkdtemp
+            os.rename(tmp, folder)
+            shutil.rmtree(old)
+        else:
+            os.rename(tmp, folder)
+        _fsync_dir(folder.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _replaceable(folder: Path) -> bool:
+    if not folder.is_dir():
+        return False
+    if not any(folder.iterdir()):
+        return True
+    try:
+        return json.loads((folder / CONFIG).read_text(encoding="utf-8")).get("format") == FORMAT_NAME
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_int(d: dict, key: str, low: int, high: int, where: str = "") -> None:
+    if not (_is_int(d[key]) and low <= d[key] <= high):
+        raise ValueError(f"'{where}{key}' must be an int in [{low}, {high}], got {d[key]!r}")

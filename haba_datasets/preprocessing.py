@@ -1,0 +1,216 @@
+"""The transform between real pixels and the space a distilled dataset lives in.
+
+Distilled images are produced in the space their objective used (for trajectory matching on
+CIFAR: pixels in [0, 1], then ZCA whitening). A :class:`Preprocessing` carries that transform:
+``forward`` maps real pixels in [0, 1] to model space (apply it to a real test set), ``inverse``
+maps model space back to displayable pixels. Each kind is registered under the name the file
+format stores; its parameters are JSON numbers (:meth:`Preprocessing.config`) or tensors
+(:meth:`Preprocessing.tensors`, stored in their own safetensors file).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+_KINDS: dict[str, type["Preprocessing"]] = {}
+
+
+def _register(cls: type["Preprocessing"]) -> type["Preprocessing"]:
+    _KINDS[cls.kind] = cls
+    return cls
+
+
+def list_preprocessings() -> list[str]:
+    """Names of the known preprocessing kinds."""
+    return sorted(_KINDS)
+
+
+def preprocessing_class(kind: str) -> type["Preprocessing"]:
+    """The :class:`Preprocessing` subclass registered as ``kind``."""
+    if kind not in _KINDS:
+        raise ValueError(f"unknown preprocessing kind {kind!r}; known: {', '.join(list_preprocessings())}")
+    return _KINDS[kind]
+
+
+def _is_finite_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_keys(config: dict, expected: set[str]) -> None:
+    if set(config) != expected:
+        raise ValueError(f"preprocessing {config.get('kind')!r} takes keys {sorted(expected)}, got {sorted(config)}")
+
+
+class Preprocessing(nn.Module):
+    """Base class. Works on ``(C, H, W)`` images or ``(B, C, H, W)`` batches (a torchvision-style
+    tensor transform: ``Compose([ToImage(), ToDtype(torch.float32, scale=True), preprocessing])``).
+    """
+
+    kind: ClassVar[str]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Real pixels in [0, 1] -> model space."""
+        raise NotImplementedError
+
+    def inverse(self, z: torch.Tensor) -> torch.Tensor:
+        """Model space -> pixels (about [0, 1]; not clamped)."""
+        raise NotImplementedError
+
+    def config(self) -> dict:
+        """JSON-serialisable parameters, including ``kind``."""
+        return {"kind": self.kind}
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """Tensor parameters, stored in a separate file (empty for most kinds)."""
+        return {}
+
+    @classmethod
+    def check_config(cls, config: dict, image_shape: tuple[int, int, int]) -> None:
+        """Raise ``ValueError`` unless ``config`` (from JSON) is valid for ``image_shape``."""
+        _check_keys(config, {"kind"})
+
+    @classmethod
+    def tensor_shapes(cls, config: dict, image_shape: tuple[int, int, int]) -> dict[str, tuple[int, ...]]:
+        """Shapes that :meth:`tensors` must have for ``config`` and ``image_shape`` (for validation)."""
+        return {}
+
+    @classmethod
+    def from_config(cls, config: dict, tensors: dict[str, torch.Tensor]) -> "Preprocessing":
+        """Rebuild from :meth:`config` and :meth:`tensors` output (already validated)."""
+        return cls()
+
+
+@_register
+class Identity(Preprocessing):
+    """Model space is pixel space."""
+
+    kind = "identity"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def inverse(self, z: torch.Tensor) -> torch.Tensor:
+        return z
+
+
+@_register
+class Normalize(Preprocessing):
+    """Per-channel ``(x - mean) / std``."""
+
+    kind = "normalize"
+
+    def __init__(self, mean: list[float], std: list[float]) -> None:
+        super().__init__()
+        if len(mean) != len(std) or not mean:
+            raise ValueError(f"mean and std need one value per channel, got {len(mean)} and {len(std)}")
+        if min(std) <= 0:
+            raise ValueError(f"std must be positive, got {list(std)}")
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(-1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+    def inverse(self, z: torch.Tensor) -> torch.Tensor:
+        return z * self.std + self.mean
+
+    def config(self) -> dict:
+        return {"kind": self.kind, "mean": self.mean.flatten().tolist(), "std": self.std.flatten().tolist()}
+
+    @classmethod
+    def check_config(cls, config: dict, image_shape: tuple[int, int, int]) -> None:
+        _check_keys(config, {"kind", "mean", "std"})
+        for key in ("mean", "std"):
+            values = config[key]
+            if not (isinstance(values, list) and len(values) == image_shape[0] and all(map(_is_finite_number, values))):
+                raise ValueError(f"preprocessing {key!r} must be a list of {image_shape[0]} finite numbers, got {values!r}")
+
+    @classmethod
+    def from_config(cls, config: dict, tensors: dict[str, torch.Tensor]) -> "Normalize":
+        return cls(config["mean"], config["std"])
+
+
+@_register
+class ZCA(Preprocessing):
+    """ZCA whitening of flattened images: ``W (x - mean)`` with ``W = U diag((S + eps)^-1/2) U^T``.
+
+    ``S, U`` are the eigenvalues and eigenvectors of the unbiased covariance of the training
+    images; ``eps`` regularises small eigenvalues. The inverse is ``U diag((S + eps)^1/2) U^T z + mean``.
+    Both matrices are derived (in float64) from the stored eigendecomposition on first use.
+    """
+
+    kind = "zca"
+
+    def __init__(self, mean: torch.Tensor, eigenvalues: torch.Tensor, eigenvectors: torch.Tensor, eps: float) -> None:
+        super().__init__()
+        d = mean.numel()
+        if mean.dim() != 1 or eigenvalues.shape != (d,) or eigenvectors.shape != (d, d):
+            raise ValueError(
+                f"ZCA needs mean (D,), eigenvalues (D,), eigenvectors (D, D); got "
+                f"{tuple(mean.shape)}, {tuple(eigenvalues.shape)}, {tuple(eigenvectors.shape)}"
+            )
+        if not eps > 0:
+            raise ValueError(f"eps must be positive, got {eps!r}")
+        if float(eigenvalues.min()) < 0:
+            raise ValueError("ZCA eigenvalues must be non-negative")
+        self.eps = float(eps)
+        self.register_buffer("mean", mean.float())
+        self.register_buffer("eigenvalues", eigenvalues.float())
+        self.register_buffer("eigenvectors", eigenvectors.float())
+        self._matrices: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @classmethod
+    def fit(cls, images: torch.Tensor, eps: float = 0.1) -> "ZCA":
+        """Fit on ``(N, C, H, W)`` images in [0, 1] (mean subtracted, unbiased covariance)."""
+        if images.dim() != 4 or images.shape[0] < 2:
+            raise ValueError(f"need a (N >= 2, C, H, W) batch of images, got {tuple(images.shape)}")
+        flat = images.reshape(images.shape[0], -1).double()
+        mean = flat.mean(0)
+        centred = flat - mean
+        cov = centred.T @ centred / (flat.shape[0] - 1)
+        eigenvalues, eigenvectors = torch.linalg.eigh(cov)
+        return cls(mean, eigenvalues.clamp_min(0), eigenvectors, eps)
+
+    def _whiten_unwhiten(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._matrices is None or self._matrices[0].device != self.mean.device:
+            u = self.eigenvectors.double()
+            s = self.eigenvalues.double() + self.eps
+            self._matrices = ((u * s.rsqrt()) @ u.T).float(), ((u * s.sqrt()) @ u.T).float()
+        return self._matrices
+
+    def _apply(self, fn, recurse=True):  # moving buffers invalidates the cached matrices
+        self._matrices = None
+        return super()._apply(fn, recurse)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, self.mean.numel())
+        return ((flat - self.mean) @ self._whiten_unwhiten()[0]).reshape(x.shape)
+
+    def inverse(self, z: torch.Tensor) -> torch.Tensor:
+        flat = z.reshape(-1, self.mean.numel())
+        return (flat @ self._whiten_unwhiten()[1] + self.mean).reshape(z.shape)
+
+    def config(self) -> dict:
+        return {"kind": self.kind, "eps": self.eps}
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {"mean": self.mean, "eigenvalues": self.eigenvalues, "eigenvectors": self.eigenvectors}
+
+    @classmethod
+    def check_config(cls, config: dict, image_shape: tuple[int, int, int]) -> None:
+        _check_keys(config, {"kind", "eps"})
+        if not (_is_finite_number(config["eps"]) and config["eps"] > 0):
+            raise ValueError(f"preprocessing 'eps' must be a positive number, got {config['eps']!r}")
+
+    @classmethod
+    def tensor_shapes(cls, config: dict, image_shape: tuple[int, int, int]) -> dict[str, tuple[int, ...]]:
+        d = image_shape[0] * image_shape[1] * image_shape[2]
+        return {"mean": (d,), "eigenvalues": (d,), "eigenvectors": (d, d)}
+
+    @classmethod
+    def from_config(cls, config: dict, tensors: dict[str, torch.Tensor]) -> "ZCA":
+        return cls(tensors["mean"], tensors["eigenvalues"], tensors["eigenvectors"], config["eps"])
