@@ -125,9 +125,13 @@ class ConvHallucinators(HallucinatorBank):
     ``scale``/``shift``: per-element affine of the encoder's output (init 1 and 0);
     ``decoder``: ConvTranspose2d(image channels -> image channels, 3x3), restoring H and W.
     Weights are stored in the PyTorch layouts of those modules with a leading hallucinator dim.
+
+    ``init="default"`` is PyTorch's default conv initialisation (as the reference);
+    ``init="identity"`` starts every hallucinator near the identity map (identity kernels plus
+    the default initialisation scaled by 0.1), so that ``h(b)`` starts close to ``b``.
     """
 
-    def __init__(self, count: int, basis_shape: Shape, image_shape: Shape, *, device=None) -> None:
+    def __init__(self, count: int, basis_shape: Shape, image_shape: Shape, *, device=None, init: str = "default") -> None:
         super().__init__(count, basis_shape, image_shape)
         cb, hb, wb = basis_shape
         c, h, w = image_shape
@@ -140,12 +144,14 @@ class ConvHallucinators(HallucinatorBank):
         self.shift = nn.Parameter(torch.zeros(count, c, h - 2, w - 2, **kw))
         self.decoder_weight = nn.Parameter(torch.empty(count, c, c, 3, 3, **kw))
         self.decoder_bias = nn.Parameter(torch.empty(count, c, **kw))
+        if init not in ("default", "identity"):
+            raise ValueError(f"init must be 'default' or 'identity', got {init!r}")
         if self.encoder_weight.device.type != "meta":
-            self.reset_parameters()
+            self.reset_parameters(init)
 
     @torch.no_grad()
-    def reset_parameters(self) -> None:
-        """PyTorch's default Conv2d / ConvTranspose2d initialisation, per hallucinator."""
+    def reset_parameters(self, init: str = "default") -> None:
+        """Initialise every hallucinator (``init``: see the class docstring)."""
         for weight, bias in ((self.encoder_weight, self.encoder_bias), (self.decoder_weight, self.decoder_bias)):
             fan_in = weight.shape[2] * 9  # what PyTorch computes for Conv2d and ConvTranspose2d
             for k in range(self.count):
@@ -153,6 +159,12 @@ class ConvHallucinators(HallucinatorBank):
             bias.uniform_(-1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in))
         self.scale.fill_(1.0)
         self.shift.fill_(0.0)
+        if init == "identity":
+            for p in (self.encoder_weight, self.encoder_bias, self.decoder_weight, self.decoder_bias):
+                p.mul_(0.1)
+            c, cb = self.image_shape[0], self.basis_shape[0]
+            self.encoder_weight[:, :, :, 1, 1] += torch.eye(c, cb) if c == cb else 1.0 / cb
+            self.decoder_weight[:, :, :, 1, 1] += torch.eye(c)
 
     def forward_one(self, bases: torch.Tensor, k: int) -> torch.Tensor:
         z = F.conv2d(bases, self.encoder_weight[k], self.encoder_bias[k])
