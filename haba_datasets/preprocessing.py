@@ -176,10 +176,11 @@ class ZCA(Preprocessing):
         return cls(mean, eigenvalues.clamp_min(0), eigenvectors, eps)
 
     def _whiten_unwhiten(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if self._matrices is None or self._matrices[0].device != self.mean.device:
+        if self._matrices is None:  # reset by _apply when buffers move or change dtype
             u = self.eigenvectors.double()
             s = self.eigenvalues.double() + self.eps
-            self._matrices = ((u * s.rsqrt()) @ u.T).float(), ((u * s.sqrt()) @ u.T).float()
+            dtype = self.mean.dtype
+            self._matrices = ((u * s.rsqrt()) @ u.T).to(dtype), ((u * s.sqrt()) @ u.T).to(dtype)
         return self._matrices
 
     def _apply(self, fn, recurse=True):  # moving buffers invalidates the cached matrices

@@ -1,0 +1,67 @@
+import pytest
+import torch
+
+from haba_datasets import HallucinatorBank, create_hallucinators, list_hallucinators, register_hallucinators
+
+
+def test_registry_names_and_errors():
+    assert "haba-conv" in list_hallucinators()
+    with pytest.raises(ValueError, match="unknown hallucinator architecture 'nope'"):
+        create_hallucinators("nope", 2, (3, 8, 8), (3, 8, 8))
+    with pytest.raises(ValueError, match="already registered"):
+        register_hallucinators("haba-conv")(HallucinatorBank)
+
+
+def test_reference_size_for_cifar():
+    bank = create_hallucinators("haba-conv", 5, (3, 32, 32), (3, 32, 32))
+    per = sum(p.numel() for p in bank.parameters()) // 5
+    assert per == 2 * (3 * 3 * 9 + 3) + 2 * 3 * 30 * 30 == 5568
+    assert bank.scale.shape == (5, 3, 30, 30)
+
+
+@pytest.mark.parametrize("basis_shape, shape", [((3, 10, 12), (3, 10, 12)), ((1, 9, 9), (3, 9, 9)), ((1, 7, 7), (1, 7, 7))])
+def test_batched_equals_reference_modules(basis_shape, shape):
+    torch.manual_seed(0)
+    bank = create_hallucinators("haba-conv", 4, basis_shape, shape)
+    with torch.no_grad():  # non-trivial affine, so a wrong scale/shift layout shows
+        bank.scale.normal_()
+        bank.shift.normal_()
+    bases = torch.randn(10, *basis_shape)
+    index = torch.tensor([3, 0, 1, 1, 2, 3, 0, 2, 2, 1])
+    expected = torch.cat([bank.module(int(k))(b[None]) for b, k in zip(bases, index)])
+    torch.testing.assert_close(bank(bases, index), expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(bank(bases, 2), bank.module(2)(bases), rtol=1e-5, atol=1e-5)
+    assert expected.shape == (10, *shape)
+
+
+def test_gradients_reach_bases_and_every_used_hallucinator():
+    bank = create_hallucinators("haba-conv", 3, (3, 8, 8), (3, 8, 8))
+    bases = torch.randn(6, 3, 8, 8, requires_grad=True)
+    bank(bases, torch.tensor([0, 0, 2, 2, 0, 2])).square().sum().backward()
+    assert bases.grad.abs().sum() > 0
+    for p in bank.parameters():
+        assert p.grad[[0, 2]].abs().sum() > 0 and p.grad[1].abs().sum() == 0
+
+
+def test_index_validation():
+    bank = create_hallucinators("haba-conv", 2, (3, 8, 8), (3, 8, 8))
+    with pytest.raises(IndexError):
+        bank(torch.randn(2, 3, 8, 8), torch.tensor([0, 2]))
+    with pytest.raises(IndexError):
+        bank(torch.randn(2, 3, 8, 8), 5)
+    with pytest.raises(ValueError, match="one hallucinator index per basis"):
+        bank(torch.randn(2, 3, 8, 8), torch.tensor([0]))
+    with pytest.raises(ValueError, match="expected bases of shape"):
+        bank(torch.randn(2, 3, 9, 9), 0)
+    with pytest.raises(ValueError, match="init must be"):
+        create_hallucinators("haba-conv", 2, (3, 8, 8), (3, 8, 8), init="zeros")
+
+
+def test_identity_init_starts_near_identity():
+    torch.manual_seed(0)
+    bank = create_hallucinators("haba-conv", 3, (3, 16, 16), (3, 16, 16), init="identity")
+    bases = torch.rand(4, 3, 16, 16)
+    inner = (slice(None), slice(None), slice(2, -2), slice(2, -2))  # borders lose the conv's padding
+    for k in range(3):
+        out = bank(bases, k)
+        assert (out[inner] - bases[inner]).abs().mean() < 0.15 * bases.abs().mean()

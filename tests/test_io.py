@@ -1,0 +1,209 @@
+import json
+import os
+import pickle
+
+import pytest
+import torch
+from safetensors.torch import load_file, save as st_bytes
+
+from haba_datasets import FactorizedDataset, FormatError, Identity, io
+from tests.conftest import make_dataset
+
+
+def _config(folder):
+    return json.loads((folder / "config.json").read_text())
+
+
+def _write_config(folder, config):
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+def _replace_factors(folder, tensors):
+    """Rewrite factors.safetensors with ``tensors`` and a matching checksum, so deeper checks run."""
+    data = st_bytes(tensors)
+    (folder / "factors.safetensors").write_bytes(data)
+    config = _config(folder)
+    config["files"]["factors.safetensors"] = io.file_entry(data)
+    _write_config(folder, config)
+
+
+def test_round_trip_is_bit_exact(saved, dataset):
+    loaded = FactorizedDataset.from_pretrained(saved, device="cpu")
+    assert torch.equal(loaded.bases, dataset.bases) and torch.equal(loaded.labels, dataset.labels)
+    for (name, a), b in zip(dataset.hallucinators.state_dict().items(), loaded.hallucinators.state_dict().values()):
+        assert torch.equal(a, b), name
+    for name, t in dataset.preprocessing.tensors().items():
+        assert torch.equal(t, loaded.preprocessing.tensors()[name])
+    assert loaded.preprocessing.eps == dataset.preprocessing.eps
+    assert (loaded.classes, loaded.learned_lr, loaded.provenance) == (dataset.classes, dataset.learned_lr, dataset.provenance)
+    assert torch.equal(loaded.materialize().tensors[0], dataset.materialize().tensors[0])
+    assert sorted(os.listdir(saved)) == ["README.md", "config.json", "factors.safetensors", "preprocessing.safetensors"]
+
+
+def test_preprocessing_file_is_read_on_first_use(saved):
+    (saved / "preprocessing.safetensors").write_bytes(b"garbage")
+    loaded = FactorizedDataset.from_pretrained(saved)
+    assert len(loaded[0]) == 2  # synthesis needs no preprocessing
+    with pytest.raises(FormatError, match="preprocessing.safetensors: .*bytes but config.json records"):
+        loaded.preprocessing
+
+
+def test_identity_preprocessing_has_no_tensor_file(tmp_path):
+    folder = make_dataset(preprocessing=Identity()).save_pretrained(tmp_path / "plain")
+    assert not (folder / "preprocessing.safetensors").exists()
+    assert isinstance(FactorizedDataset.from_pretrained(folder).preprocessing, Identity)
+
+
+def test_card_and_config_describe_the_dataset(saved, dataset):
+    card = (saved / "README.md").read_text()
+    assert card.startswith("---\n") and "dataset-distillation" in card and "image-classification" in card
+    assert "test_accuracy" in card and "from_pretrained" in card and f"{dataset.storage.ratio:.3f}x" in card
+    config = _config(saved)
+    assert config["format_version"] == 1 and config["hallucinators"] == {"architecture": "haba-conv", "count": 3, "options": {}}
+    assert config["preprocessing"] == {"kind": "zca", "eps": 0.1}
+
+
+def test_save_replaces_a_previous_save_and_keeps_no_temporary_folders(tmp_path, saved):
+    other = make_dataset(seed=7)
+    other.save_pretrained(saved)
+    assert torch.equal(FactorizedDataset.from_pretrained(saved).bases, other.bases)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
+
+
+def test_failed_save_leaves_the_old_folder(tmp_path, saved, monkeypatch):
+    before = {p.name: p.read_bytes() for p in saved.iterdir()}
+    calls = []
+
+    def failing_fsync(fd):
+        calls.append(fd)
+        if len(calls) == 3:
+            raise OSError("disk full")
+
+    monkeypatch.setattr(io.os, "fsync", failing_fsync)
+    with pytest.raises(OSError, match="disk full"):
+        make_dataset(seed=9).save_pretrained(saved)
+    assert {p.name: p.read_bytes() for p in saved.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
+
+
+def test_save_refuses_to_replace_an_unrelated_folder(tmp_path, dataset):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="not a factorized dataset"):
+        dataset.save_pretrained(tmp_path / "mine")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def test_save_refuses_non_finite_values(tmp_path, dataset):
+    dataset.bases[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="non-finite"):
+        dataset.save_pretrained(tmp_path / "nan")
+    assert not (tmp_path / "nan").exists()
+
+
+def _edit_config(**changes):
+    def edit(folder):
+        config = _config(folder)
+        for key, value in changes.items():
+            target = config
+            *path, last = key.split("__")
+            for part in path:
+                target = target[part]
+            target[last] = value
+        _write_config(folder, config)
+
+    return edit
+
+
+def _truncate(name, keep=100):
+    return lambda folder: (folder / name).write_bytes((folder / name).read_bytes()[:keep])
+
+
+def _flip_last_byte(folder):
+    data = bytearray((folder / "factors.safetensors").read_bytes())
+    data[-1] ^= 0xFF
+    (folder / "factors.safetensors").write_bytes(bytes(data))
+
+
+def _with_tensor(key, value):
+    def edit(folder):
+        tensors = load_file(folder / "factors.safetensors")
+        tensors[key] = value(tensors[key]) if callable(value) else value
+        if value is None:
+            del tensors[key]
+        _replace_factors(folder, tensors)
+
+    return edit
+
+
+def _pickle_instead(folder):
+    data = pickle.dumps({"bases": [1, 2, 3]})
+    (folder / "factors.safetensors").write_bytes(data)
+    config = _config(folder)
+    config["files"]["factors.safetensors"] = io.file_entry(data)
+    _write_config(folder, config)
+
+
+def _bad_header(folder):
+    data = (10**6).to_bytes(8, "little") + b"{}"
+    (folder / "factors.safetensors").write_bytes(data)
+    config = _config(folder)
+    config["files"]["factors.safetensors"] = io.file_entry(data)
+    _write_config(folder, config)
+
+
+BAD_FOLDERS = {
+    "missing config": (lambda f: (f / "config.json").unlink(), r"config.json: missing"),
+    "config not json": (lambda f: (f / "config.json").write_text("{oops"), r"config.json: not valid JSON"),
+    "config too big": (lambda f: (f / "config.json").write_text(" " * (io.MAX_CONFIG_BYTES + 1)), r"config.json: .* more than"),
+    "missing factors": (lambda f: (f / "factors.safetensors").unlink(), r"factors.safetensors: missing"),
+    "missing preprocessing": (lambda f: (f / "preprocessing.safetensors").unlink(), r"preprocessing.safetensors: missing"),
+    "truncated factors": (_truncate("factors.safetensors"), r"factors.safetensors: \d+ bytes but config.json records"),
+    "corrupted factors": (_flip_last_byte, r"factors.safetensors: checksum differs"),
+    "pickle, not safetensors": (_pickle_instead, r"factors.safetensors: not a valid safetensors file"),
+    "header beyond file": (_bad_header, r"factors.safetensors: not a valid safetensors file"),
+    "unknown version": (_edit_config(format_version=2), r"unsupported format_version 2"),
+    "not our format": (_edit_config(format="something-else"), r"'format' must be"),
+    "unknown architecture": (_edit_config(hallucinators__architecture="gan"), r"unknown hallucinator architecture 'gan'"),
+    "unknown option": (_edit_config(hallucinators__options={"depth": 3}), r"'hallucinators' do not fit"),
+    "unknown preprocessing": (_edit_config(preprocessing={"kind": "pca"}), r"unknown preprocessing"),
+    "extra key": (_edit_config(extra=1), r"unexpected \['extra'\]"),
+    "too many bases": (_edit_config(num_bases=10**9), r"'num_bases' must be an int in"),
+    "huge images": (_edit_config(image_shape=[3, 10**6, 10**6]), r"'image_shape' .* beyond the limits"),
+    "huge zca": (_edit_config(image_shape=[64, 4096, 4096], basis_shape=[64, 4096, 4096], num_bases=1), r"more than the \d+ allowed"),
+    "bad lr": (_edit_config(learned_lr=-1), r"'learned_lr' must be null or a positive number"),
+    "duplicate classes": (_edit_config(classes=["a", "a", "b"]), r"duplicate names"),
+    "shape mismatch": (_edit_config(num_bases=7), r"tensor 'bases' is F32 \[6, 3, 8, 8\], expected torch.float32 \[7, 3, 8, 8\]"),
+    "dtype mismatch": (_with_tensor("labels", lambda t: t.int()), r"tensor 'labels' is I32"),
+    "missing tensor": (_with_tensor("hallucinators.scale", None), r"holds tensors .* config.json implies"),
+    "labels out of range": (_with_tensor("labels", lambda t: t + 5), r"labels outside \[0, 3\)"),
+    "nan in bases": (_with_tensor("bases", lambda t: t.index_fill(0, torch.tensor([1]), float("nan"))), r"'bases' contains NaN or inf"),
+    "inf in hallucinator": (_with_tensor("hallucinators.shift", lambda t: t + float("inf")), r"'hallucinators.shift' contains NaN or inf"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_FOLDERS, ids=list(BAD_FOLDERS))
+def test_bad_folders_raise_format_error_naming_the_file(saved, case):
+    damage, message = BAD_FOLDERS[case]
+    damage(saved)
+    with pytest.raises(FormatError, match=message) as info:
+        dataset = FactorizedDataset.from_pretrained(saved)
+        dataset.preprocessing
+    assert str(saved) in str(info.value)
+
+
+def test_missing_folder(tmp_path):
+    with pytest.raises(FormatError, match="not a folder"):
+        FactorizedDataset.from_pretrained(tmp_path / "nowhere")
+
+
+def test_loading_never_unpickles(saved, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("unpickling on a load path")
+
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(pickle, "loads", refuse)
+    monkeypatch.setattr(torch, "load", refuse)
+    dataset = FactorizedDataset.from_pretrained(saved)
+    dataset.preprocessing
+    assert len(dataset) == 18

@@ -1,0 +1,70 @@
+import pytest
+import torch
+from PIL import Image
+
+from haba_datasets import ZCA, Identity, Normalize
+from haba_datasets.preprocessing import preprocessing_class
+
+
+def _correlated_images(n=4000, shape=(2, 4, 4), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    d = shape[0] * shape[1] * shape[2]
+    mix = torch.eye(d) + 0.3 * torch.randn(d, d, generator=g) / d**0.5
+    return (0.5 + 0.1 * torch.randn(n, d, generator=g) @ mix).reshape(n, *shape)
+
+
+@pytest.mark.parametrize(
+    "prep",
+    [Identity(), Normalize([0.5, 0.4, 0.3], [0.2, 0.25, 0.3]), ZCA.fit(torch.rand(200, 3, 6, 6), eps=0.1)],
+    ids=["identity", "normalize", "zca"],
+)
+def test_inverse_of_forward_is_identity(prep):
+    x = torch.rand(5, 3, 6, 6)
+    torch.testing.assert_close(prep.inverse(prep(x)), x, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(prep(x[0]), prep(x)[0], rtol=1e-5, atol=1e-6)  # (C, H, W) works too
+    rebuilt = type(prep).from_config(prep.config(), prep.tensors())
+    torch.testing.assert_close(rebuilt(x), prep(x))
+
+
+def test_zca_whitens():
+    images = _correlated_images()
+    zca = ZCA.fit(images, eps=1e-6)
+    white = zca(images).reshape(len(images), -1)
+    cov = torch.cov(white.T)
+    torch.testing.assert_close(cov, torch.eye(cov.shape[0]), atol=1e-2, rtol=0)
+    assert white.mean(0).abs().max() < 1e-4
+    # eps regularises: eigenvalue s is scaled to s / (s + eps) instead of 1
+    strong = ZCA.fit(images, eps=0.1)
+    assert torch.cov(strong(images).reshape(len(images), -1).T).diagonal().max() < 0.5
+
+
+def test_zca_matrices_follow_device_moves():
+    zca = ZCA.fit(torch.rand(50, 1, 3, 3))
+    x = torch.rand(2, 1, 3, 3)
+    before = zca(x)
+    zca.to(torch.float64)
+    assert zca(x.double()).dtype == torch.float64
+    torch.testing.assert_close(zca(x.double()).float(), before, rtol=1e-4, atol=1e-5)
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="'mean' must be a list of 3"):
+        Normalize.check_config({"kind": "normalize", "mean": [0.5], "std": [1, 1, 1]}, (3, 4, 4))
+    with pytest.raises(ValueError, match="'eps' must be a positive number"):
+        ZCA.check_config({"kind": "zca", "eps": -1}, (3, 4, 4))
+    with pytest.raises(ValueError, match="takes keys"):
+        Identity.check_config({"kind": "identity", "extra": 1}, (3, 4, 4))
+    with pytest.raises(ValueError, match="unknown preprocessing kind"):
+        preprocessing_class("pca")
+    with pytest.raises(ValueError, match="std must be positive"):
+        Normalize([0.0], [0.0])
+
+
+def test_real_transform_turns_pil_images_into_model_space():
+    from tests.conftest import make_dataset
+
+    dataset = make_dataset()
+    array = (torch.rand(8, 8, 3) * 255).to(torch.uint8)
+    out = dataset.real_transform(Image.fromarray(array.numpy()))
+    expected = dataset.preprocessing(array.permute(2, 0, 1).float() / 255)
+    torch.testing.assert_close(torch.as_tensor(out), expected, rtol=1e-5, atol=1e-5)
