@@ -33,13 +33,13 @@ def cifar_like(ipc: int) -> FactorizedDataset:
     return FactorizedDataset(torch.randn(10 * ipc, 3, 32, 32), torch.arange(10 * ipc) % 10, bank, [str(i) for i in range(10)], device="cpu")
 
 
-def per_item_batch(dataset: FactorizedDataset, modules: list[torch.nn.Module], indices: list[int]):
+def per_item_batch(dataset: FactorizedDataset, modules: list[torch.nn.Module], labels: list[int], indices: list[int]):
     """The per-item path: pair lookup, then one hallucinator module call per sample."""
     items = []
     with torch.no_grad():
         for i in indices:
             basis, k = divmod(i, len(modules))
-            items.append((modules[k](dataset.bases[basis : basis + 1])[0], dataset._label_list[basis]))
+            items.append((modules[k](dataset.bases[basis : basis + 1])[0], labels[basis]))
     return default_collate(items)
 
 
@@ -62,12 +62,13 @@ def main() -> None:
     torch.manual_seed(0)
     dataset = cifar_like(args.ipc)
     modules = [dataset.hallucinators.module(k) for k in range(dataset.hallucinators.count)]
+    labels = dataset.labels.tolist()
     batches = [b.tolist() for b in torch.randperm(len(dataset)).split(args.batch_size)]
 
     # (a) synthesis; rounds alternate so that machine noise hits every path alike; best round kept
     paths = {
         "batched": lambda b: default_collate(dataset.__getitems__(b)),
-        "per-item": lambda b: per_item_batch(dataset, modules, b),
+        "per-item": lambda b: per_item_batch(dataset, modules, labels, b),
         "ceiling": lambda b: dataset.hallucinators(dataset.bases[[i // 5 for i in b]], 0),
     }
     rates = {name: [] for name in paths}
