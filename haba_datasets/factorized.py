@@ -19,7 +19,7 @@ from torchvision.transforms import v2
 
 from . import io
 from .card import dataset_card
-from .hallucinators import HallucinatorBank, create_hallucinators
+from .hallucinators import HallucinatorBank
 from .preprocessing import Identity, Preprocessing
 from .viz import factor_grid, to_pil
 
@@ -277,14 +277,16 @@ class FactorizedDataset(VisionDataset):
         """Write the dataset as a format-v1 folder (see ``docs/format.md``), atomically."""
         factors = {"bases": self.bases, "labels": self.labels}
         factors.update({f"hallucinators.{k}": v for k, v in self.hallucinators.state_dict().items()})
-        factors = {k: v.detach().cpu().contiguous() for k, v in factors.items()}
         prep = self.preprocessing
-        bad = [k for k, v in {**factors, **prep.tensors()}.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-        if bad:
-            raise ValueError(f"refusing to save non-finite values in {bad}")
-        files = {io.FACTORS: safetensors_bytes(factors)}
-        if prep.tensors():
-            files[io.PREPROCESSING] = safetensors_bytes({k: v.detach().cpu().contiguous() for k, v in prep.tensors().items()})
+        tensor_files = {io.FACTORS: factors, io.PREPROCESSING: prep.tensors()}
+        files = {}
+        for name, tensors in tensor_files.items():
+            tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+            bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+            if bad:
+                raise ValueError(f"refusing to save non-finite values in {bad}")
+            if tensors:
+                files[name] = safetensors_bytes(tensors)
         config = {
             "format": io.FORMAT_NAME,
             "format_version": io.FORMAT_VERSION,
@@ -327,11 +329,7 @@ class FactorizedDataset(VisionDataset):
         folder = Path(path)
         config = io.read_config(folder)
         tensors = io.read_factors(folder, config)
-        hall = config["hallucinators"]
-        bank = create_hallucinators(
-            hall["architecture"], hall["count"], tuple(config["basis_shape"]), tuple(config["image_shape"]),
-            device="meta", **hall["options"],
-        )  # fmt: skip
+        bank = io.hallucinators_for(config)
         prefix = "hallucinators."
         bank.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}, assign=True)
         if io.PREPROCESSING in config["files"] and not (folder / io.PREPROCESSING).is_file():

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 
-from .hallucinators import create_hallucinators, list_hallucinators
+from .hallucinators import HallucinatorBank, create_hallucinators, list_hallucinators
 from .preprocessing import Preprocessing, list_preprocessings, preprocessing_class
 
 FORMAT_NAME = "haba-datasets/factorized"
@@ -123,17 +123,19 @@ def validate_config(config: dict) -> None:
         raise ValueError(f"'hallucinators' do not fit the shapes: {err}") from None
 
 
+def hallucinators_for(config: dict) -> HallucinatorBank:
+    """The hallucinator bank ``config`` describes, on the meta device (shapes only, no memory)."""
+    hall = config["hallucinators"]
+    return create_hallucinators(
+        hall["architecture"], hall["count"], tuple(config["basis_shape"]), tuple(config["image_shape"]),
+        device="meta", **hall["options"],
+    )  # fmt: skip
+
+
 def factor_shapes(config: dict) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
     """Name -> (shape, dtype) of every tensor ``factors.safetensors`` must hold."""
     n = config["num_bases"]
-    bank = create_hallucinators(
-        config["hallucinators"]["architecture"],
-        config["hallucinators"]["count"],
-        tuple(config["basis_shape"]),
-        tuple(config["image_shape"]),
-        device="meta",
-        **config["hallucinators"]["options"],
-    )
+    bank = hallucinators_for(config)
     specs = {"bases": ((n, *config["basis_shape"]), torch.float32), "labels": ((n,), torch.int64)}
     specs.update({f"hallucinators.{k}": (tuple(v.shape), v.dtype) for k, v in bank.state_dict().items()})
     return specs

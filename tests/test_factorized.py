@@ -41,12 +41,12 @@ def test_synthesis_does_not_record_autograd(dataset):
 def test_random_pairing_protocol():
     dataset = make_dataset(pairing="random", k=4)
     assert len(dataset) == 6 and len(dataset.targets) == 6
-    candidates = [torch.stack([_reference(dataset, 2, k) for k in range(4)])]
+    candidates = torch.stack([_reference(dataset, 2, k) for k in range(4)])
     seen = set()
     torch.manual_seed(1)
     draws = [dataset[2][0] for _ in range(40)]
     for image in draws:
-        distance = (candidates[0] - image).flatten(1).abs().max(1).values
+        distance = (candidates - image).flatten(1).abs().max(1).values
         assert distance.min() < 1e-5
         seen.add(int(distance.argmin()))
     assert seen == {0, 1, 2, 3}
