@@ -6,17 +6,34 @@ import json
 
 from huggingface_hub import DatasetCard, DatasetCardData
 
+from .io import PREVIEW
 
-def dataset_card(config: dict, storage, repo_id: str | None = None) -> str:
-    """Card text for a format-v1 ``config`` and its :class:`~haba_datasets.factorized.StorageReport`."""
+
+def dataset_card(config: dict, storage, repo_id: str | None = None, export: dict | None = None) -> str:
+    """Card text for a format-v1 ``config`` and its :class:`~haba_datasets.factorized.StorageReport`.
+
+    ``export`` describes the parquet copy of a published repo (``path``, ``num_examples``,
+    ``num_bytes``); it adds the ``configs``/``dataset_info`` metadata ``datasets`` reads, the
+    preview picture and loading instructions without this library.
+    """
     prov = config["provenance"]
     hall = config["hallucinators"]
     name = prov.get("name") or repo_id or "factorized dataset"
+    extra = {}
+    if export is not None:
+        class_names = {str(i): c for i, c in enumerate(config["classes"])}
+        extra["configs"] = [{"config_name": "default", "data_files": [{"split": "train", "path": export["path"]}]}]
+        extra["dataset_info"] = {
+            "features": [{"name": "image", "dtype": "image"},
+                         {"name": "label", "dtype": {"class_label": {"names": class_names}}}],
+            "splits": [{"name": "train", "num_bytes": export["num_bytes"], "num_examples": export["num_examples"]}],
+        }  # fmt: skip
     data = DatasetCardData(
         license=prov.get("license", "unknown"),
         task_categories=["image-classification"],
         tags=["dataset-distillation", "haba", "factorized-dataset"],
         pretty_name=name,
+        **extra,
     )
     c, h, w = config["image_shape"]
     lines = [
@@ -57,6 +74,23 @@ def dataset_card(config: dict, storage, repo_id: str | None = None) -> str:
         "",
         "Classes: " + ", ".join(config["classes"]) + ".",
     ]
+    if export is not None:
+        lines[lines.index("## Storage"):lines.index("## Storage")] = [
+            f"![bases x hallucinators, per class]({PREVIEW})", "",
+        ]  # fmt: skip
+        lines += [
+            "",
+            "### Without this library",
+            "",
+            f"Every image, rendered back to pixels, is also stored as parquet (`{export['path']}`, "
+            f"{export['num_examples']} rows of `image`, `label`):",
+            "",
+            "```python",
+            "from datasets import load_dataset",
+            "",
+            f"rows = load_dataset({json.dumps(repo_id)}, split=\"train\")",
+            "```",
+        ]
     return str(DatasetCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n"))
 
 

@@ -8,16 +8,19 @@ import math
 import operator
 from collections import Counter
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
 from typing import Callable, Literal, Sequence
 
 import torch
+from huggingface_hub import CommitInfo
 from safetensors.torch import save as safetensors_bytes
 from torch.utils.data import TensorDataset
+from PIL import Image
 from torchvision.datasets import VisionDataset
 from torchvision.transforms import v2
 
-from . import io
+from . import hub, io
 from .card import dataset_card
 from .hallucinators import HallucinatorBank
 from .preprocessing import Identity, Preprocessing
@@ -226,8 +229,8 @@ class FactorizedDataset(VisionDataset):
             {"image": [to_pil(p) for p in self.pixels(images)], "label": labels.tolist()}, features=features
         )
 
-    def save_grid(self, path: str | Path, *, max_bases_per_class: int = 10, scale: int = 2) -> Path:
-        """Write a PNG: for each class, one row per basis, one column per hallucinator."""
+    def grid(self, *, max_bases_per_class: int = 10, scale: int = 2) -> Image.Image:
+        """A picture of the dataset: for each class, one row per basis, one column per hallucinator."""
         k = self.hallucinators.count
         rows = []
         for c, name in enumerate(self.classes):
@@ -241,10 +244,13 @@ class FactorizedDataset(VisionDataset):
             images = self.hallucinators(
                 self.bases[chosen].repeat_interleave(k, 0), torch.arange(k, device=self.device).repeat(len(chosen))
             )
-        grid = factor_grid(self.pixels(images), [(name, len(m)) for name, m in rows], columns=k, scale=scale)
+        return factor_grid(self.pixels(images), [(name, len(m)) for name, m in rows], columns=k, scale=scale)
+
+    def save_grid(self, path: str | Path, *, max_bases_per_class: int = 10, scale: int = 2) -> Path:
+        """Write :meth:`grid` as a PNG file."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        grid.save(path, format="PNG")
+        self.grid(max_bases_per_class=max_bases_per_class, scale=scale).save(path, format="PNG")
         return path
 
     @property
@@ -271,10 +277,60 @@ class FactorizedDataset(VisionDataset):
             f"Storage: {self.storage.ratio:.3f}x the plain-image budget",
         ])  # fmt: skip
 
-    # -- file format -----------------------------------------------------------------------------
+    # -- file format and the Hub -----------------------------------------------------------------
 
-    def save_pretrained(self, folder: str | Path) -> Path:
-        """Write the dataset as a format-v1 folder (see ``docs/format.md``), atomically."""
+    def save_pretrained(
+        self, folder: str | Path, *, push_to_hub: bool = False, repo_id: str | None = None, **push_kwargs
+    ) -> Path:
+        """Write the dataset as a format-v1 folder (see ``docs/format.md``), atomically.
+
+        With ``push_to_hub=True`` it is then published to ``repo_id`` by :meth:`push_to_hub`
+        (``push_kwargs`` are passed on).
+        """
+        if push_to_hub and repo_id is None:
+            raise ValueError("push_to_hub=True needs repo_id='user/name'")
+        config, files = self._format_files()
+        files[io.CARD] = dataset_card(config, self.storage).encode()
+        io.write_folder(Path(folder), files)
+        if push_to_hub:
+            self.push_to_hub(repo_id, **push_kwargs)
+        return Path(folder)
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        private: bool | None = None,
+        token: str | None = None,
+        revision: str | None = None,
+        commit_message: str | None = None,
+        create_pr: bool = False,
+    ) -> CommitInfo:
+        """Publish to the Hub dataset repo ``repo_id`` (created if needed) in ONE commit.
+
+        The commit holds the format-v1 files, a dataset card, ``preview.png`` (:meth:`grid`) and
+        every image as parquet under ``data/`` (:meth:`to_hf_dataset`), so that
+        ``datasets.load_dataset(repo_id)`` works without this library. Files of an earlier push
+        that this one no longer has are removed in the same commit. Raises
+        :class:`~haba_datasets.hub.HubError`; a failed push commits nothing.
+        """
+        config, files = self._format_files()
+        rows = self.to_hf_dataset()
+        buffer = BytesIO()
+        rows.to_parquet(buffer)
+        files[io.DATA_FILE] = buffer.getvalue()
+        buffer = BytesIO()
+        self.grid().save(buffer, format="PNG")
+        files[io.PREVIEW] = buffer.getvalue()
+        export = {"path": io.DATA_FILE, "num_examples": len(rows), "num_bytes": len(files[io.DATA_FILE])}
+        files[io.CARD] = dataset_card(config, self.storage, repo_id=repo_id, export=export).encode()
+        return hub.push_files(
+            files, repo_id, owned=io.is_dataset_file, private=private, token=token, revision=revision,
+            commit_message=commit_message, create_pr=create_pr,
+        )  # fmt: skip
+
+    def _format_files(self) -> tuple[dict, dict[str, bytes]]:
+        """The config and the bytes of the config and tensor files (no card)."""
         factors = {"bases": self.bases, "labels": self.labels}
         factors.update({f"hallucinators.{k}": v for k, v in self.hallucinators.state_dict().items()})
         prep = self.preprocessing
@@ -306,38 +362,59 @@ class FactorizedDataset(VisionDataset):
         }
         io.validate_config(json.loads(json.dumps(config)))  # what a reader will see
         files[io.CONFIG] = (json.dumps(config, indent=2) + "\n").encode()
-        files[io.CARD] = dataset_card(config, self.storage).encode()
-        io.write_folder(Path(folder), files)
-        return Path(folder)
+        return config, files
 
     @classmethod
     def from_pretrained(
         cls,
-        path: str | Path,
+        name_or_path: str | Path,
         *,
+        revision: str | None = None,
+        cache_dir: str | Path | None = None,
+        force_download: bool = False,
+        local_files_only: bool = False,
+        token: str | bool | None = None,
         device: torch.device | str | None = None,
         pairing: Pairing = "all",
         transform: Callable | None = None,
         target_transform: Callable | None = None,
     ) -> "FactorizedDataset":
-        """Load a format-v1 folder written by :meth:`save_pretrained`.
+        """Load a factorized dataset from a local folder, a Hub dataset repo or the zoo.
 
-        Everything is validated before tensors are built; any problem raises
-        :class:`~haba_datasets.io.FormatError` naming the file. The preprocessing tensors (ZCA)
-        are read on first use of :attr:`preprocessing`.
+        ``name_or_path`` is tried, in order, as a local folder written by :meth:`save_pretrained`;
+        a Hub dataset repo id (``"user/name"``); a zoo name (``"cifar10-ipc10"``, see
+        ``haba_datasets.hub.ZOO``). Hub files go through ``huggingface_hub``'s cache (``HF_HOME``,
+        ``HF_HUB_OFFLINE`` and ``HF_ENDPOINT`` apply; ``revision``, ``cache_dir``,
+        ``force_download``, ``local_files_only`` and ``token`` are passed on); only the config and
+        the factors are downloaded, the preprocessing tensors (ZCA) when first used. A zoo
+        dataset falls back to the copy bundled with the package when the Hub cannot be reached
+        and nothing is cached.
+
+        Everything is validated before tensors are built. A file that fails raises
+        :class:`~haba_datasets.io.FormatError` naming it (a Hub file is downloaded again once
+        first); a dataset that cannot be found or fetched raises
+        :class:`~haba_datasets.hub.HubError` saying what was tried.
         """
-        folder = Path(path)
-        config = io.read_config(folder)
-        tensors = io.read_factors(folder, config)
+        source = hub.resolve(
+            name_or_path, revision=revision, cache_dir=cache_dir, force_download=force_download,
+            local_files_only=local_files_only, token=token,
+        )  # fmt: skip
+        config = source.read(io.CONFIG, io.read_config)
+        tensors = source.read(io.FACTORS, lambda folder: io.read_factors(folder, config))
         bank = io.hallucinators_for(config)
         prefix = "hallucinators."
         bank.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}, assign=True)
-        if io.PREPROCESSING in config["files"] and not (folder / io.PREPROCESSING).is_file():
-            raise io.FormatError(f"{folder / io.PREPROCESSING}: missing")
+        has_file = io.PREPROCESSING in config["files"]
+        if has_file and source.is_local and not (source.folder / io.PREPROCESSING).is_file():
+            raise io.FormatError(f"{source.folder / io.PREPROCESSING}: missing")
         dataset = cls(
             tensors["bases"], tensors["labels"], bank, config["classes"],
             pairing=pairing, transform=transform, target_transform=target_transform, device=device,
             learned_lr=config["learned_lr"], provenance=config["provenance"],
         )  # fmt: skip
-        dataset._load_preprocessing = functools.partial(io.read_preprocessing, folder, config)
+        dataset.root = str(source.folder)
+        read = functools.partial(io.read_preprocessing, config=config)
+        dataset._load_preprocessing = (
+            functools.partial(source.read, io.PREPROCESSING, read) if has_file else functools.partial(read, source.folder)
+        )
         return dataset

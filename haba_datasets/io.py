@@ -32,6 +32,9 @@ CONFIG = "config.json"
 FACTORS = "factors.safetensors"
 PREPROCESSING = "preprocessing.safetensors"
 CARD = "README.md"
+# A published (Hub) copy also holds a picture and every image as parquet, for `datasets` users.
+PREVIEW = "preview.png"
+DATA_FILE = "data/train-00000-of-00001.parquet"
 
 # Sanity limits, checked against config.json before anything is allocated.
 MAX_CONFIG_BYTES = 1 << 20
@@ -191,6 +194,11 @@ def read_preprocessing(folder: Path, config: dict) -> Preprocessing:
         return cls.from_config(prep, tensors)
     except ValueError as err:
         raise FormatError(f"{Path(folder) / PREPROCESSING}: {err}") from None
+
+
+def is_dataset_file(path: str) -> bool:
+    """Whether a path in a published repo belongs to the dataset (rather than to its owner)."""
+    return path in (CONFIG, FACTORS, PREPROCESSING, CARD, PREVIEW) or path.startswith("data/")
 
 
 def file_entry(data: bytes) -> dict:

@@ -1,7 +1,25 @@
-import pytest
-import torch
+import atexit
+import os
+import shutil
+import tempfile
 
-from haba_datasets import ZCA, FactorizedDataset, create_hallucinators
+# huggingface_hub and datasets read these when imported: point them at the loopback Hub (and
+# away from the user's cache and token) before anything imports them.
+from tests.hub_server import HubServer
+
+HUB = HubServer()
+SESSION_HF_HOME = tempfile.mkdtemp(prefix="haba-tests-hf-home-")
+atexit.register(shutil.rmtree, SESSION_HF_HOME, True)
+os.environ.update(HF_ENDPOINT=HUB.url, HF_HOME=SESSION_HF_HOME, HF_HUB_DISABLE_XET="1", HF_HUB_OFFLINE="0",
+                  HF_HUB_DISABLE_TELEMETRY="1", HF_DATASETS_OFFLINE="0")  # fmt: skip
+os.environ.pop("HF_TOKEN", None)
+os.environ.pop("HF_HUB_CACHE", None)
+os.environ.pop("HF_DATASETS_CACHE", None)
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from haba_datasets import ZCA, FactorizedDataset, create_hallucinators  # noqa: E402
 
 CLASSES = ["ant", "bee", "cat"]
 
@@ -28,3 +46,38 @@ def dataset():
 @pytest.fixture
 def saved(tmp_path, dataset):
     return dataset.save_pretrained(tmp_path / "ds")
+
+
+def use_hf_home(monkeypatch, home):
+    """Give this test its own HF_HOME: the variable, and the paths both libraries derived from it."""
+    import datasets.config
+    from huggingface_hub import constants
+
+    home = str(home)
+    monkeypatch.setenv("HF_HOME", home)
+    hub_cache = os.path.join(home, "hub")
+    for name, value in {
+        "HF_HOME": home, "HF_HUB_CACHE": hub_cache, "HUGGINGFACE_HUB_CACHE": hub_cache,
+        "HF_ASSETS_CACHE": os.path.join(home, "assets"), "HF_XET_CACHE": os.path.join(home, "xet"),
+        "HF_TOKEN_PATH": os.path.join(home, "token"), "HF_STORED_TOKENS_PATH": os.path.join(home, "stored_tokens"),
+    }.items():  # fmt: skip
+        monkeypatch.setattr(constants, name, value)
+    cache = datasets.config.Path(home, "datasets")
+    for name, value in {
+        "HF_CACHE_HOME": home, "HF_DATASETS_CACHE": cache, "HF_MODULES_CACHE": datasets.config.Path(home, "modules"),
+        "DOWNLOADED_DATASETS_PATH": cache / "downloads", "EXTRACTED_DATASETS_PATH": cache / "downloads" / "extracted",
+    }.items():  # fmt: skip
+        monkeypatch.setattr(datasets.config, name, value)
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    """The loopback Hub, empty, with an HF_HOME of this test's own; checks nothing leaked outside it."""
+    from huggingface_hub import constants
+
+    assert constants.ENDPOINT == HUB.url, "huggingface_hub was imported before conftest set HF_ENDPOINT"
+    HUB.reset(tmp_path / "hub-server")
+    use_hf_home(monkeypatch, tmp_path / "hf-home")
+    yield HUB.start()
+    leaked = [p for p in os.listdir(SESSION_HF_HOME) if p not in ("datasets", "modules")]
+    assert not leaked, f"a test wrote to the shared HF_HOME: {leaked}"
