@@ -2,6 +2,7 @@
 
 from .factorized import FactorizedDataset, StorageReport
 from .hallucinators import HallucinatorBank, create_hallucinators, list_hallucinators, register_hallucinators
+from .hub import HubError
 from .io import FormatError
 from .preprocessing import ZCA, Identity, Normalize, Preprocessing
 
@@ -9,6 +10,7 @@ __all__ = [
     "FactorizedDataset",
     "FormatError",
     "HallucinatorBank",
+    "HubError",
     "Identity",
     "Normalize",
     "Preprocessing",

@@ -105,13 +105,11 @@ def resolve(
               "local_files_only": local_files_only}  # fmt: skip
     try:
         config = Path(hf_hub_download(filename="config.json", revision=revision, force_download=force_download, **kwargs))
-    except (LocalEntryNotFoundError, OfflineModeIsEnabled) as err:
+    except (HfHubHTTPError, EntryNotFoundError, OSError) as err:
         bundled = ZOO_DIR / name
-        if name in ZOO and revision is None and bundled.is_dir():
+        if _unavailable(err) and name in ZOO and revision is None and bundled.is_dir():
             logger.warning("%s: not cached and the Hub is unreachable; using the copy bundled with haba-datasets", where)
             return Source(bundled, f"copy of zoo dataset {name!r} bundled with haba-datasets")
-        raise HubError(f"could not load {name!r}: {tried}: {_reason(err, 'config.json')}") from err
-    except (HfHubHTTPError, EntryNotFoundError, OSError) as err:
         raise HubError(f"could not load {name!r}: {tried}: {_reason(err, 'config.json')}") from err
     commit = config.parent.name  # the cache keeps each commit's files in snapshots/<commit>/
     description = f"{where}, commit {commit[:10]}"
@@ -157,6 +155,14 @@ def push_files(
         raise HubError(f"could not push to {target}; nothing was committed: {_reason(err)}") from err
 
 
+def _unavailable(err: BaseException) -> bool:
+    """Whether a download failed because the Hub could not serve (offline, unreachable, 5xx)."""
+    if isinstance(err, (LocalEntryNotFoundError, OfflineModeIsEnabled)):
+        return True
+    response = getattr(err, "response", None)
+    return isinstance(err, HfHubHTTPError) and response is not None and response.status_code >= 500
+
+
 def _is_repo_id(name: str) -> bool:
     try:
         validate_repo_id(name)
@@ -168,8 +174,10 @@ def _is_repo_id(name: str) -> bool:
 def _reason(err: BaseException, filename: str = "the file") -> str:
     """One line on why a Hub call failed, with the likely fix."""
     if isinstance(err, (LocalEntryNotFoundError, OfflineModeIsEnabled)):
-        return (f"{filename} is not in the local cache, and the Hub was not asked (HF_HUB_OFFLINE=1 or local_files_only=True) "
-                "or could not be reached")  # fmt: skip
+        if isinstance(err.__cause__, HfHubHTTPError):  # the Hub answered with an error
+            return f"{filename} is not in the local cache, and the Hub failed: {_reason(err.__cause__, filename)}"
+        return (f"{filename} is not in the local cache, and the Hub was not asked (HF_HUB_OFFLINE=1 or "
+                "local_files_only=True) or could not be reached")  # fmt: skip
     if isinstance(err, GatedRepoError):
         return "the repo is gated: accept its conditions on the Hub and pass a token"
     if isinstance(err, RepositoryNotFoundError):
@@ -180,6 +188,9 @@ def _reason(err: BaseException, filename: str = "the file") -> str:
         return f"the repo has no {filename} (is it a factorized dataset?)"
     response = getattr(err, "response", None)
     if response is not None and response.status_code == 401:
-        return "401 Unauthorized: the token was refused (check token= or `hf auth login`)"
+        return "401 Unauthorized: the repo needs a valid token (pass token= or run `hf auth login`)"
     first = str(err).strip().splitlines()
-    return first[0] if first else type(err).__name__
+    reason = first[0] if first else type(err).__name__
+    if isinstance(err, RuntimeError) and err.__cause__ is not None:  # huggingface_hub wraps upload errors
+        reason += f" ({_reason(err.__cause__)})"
+    return reason

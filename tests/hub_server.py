@@ -5,7 +5,7 @@ create repos, commit (regular and legacy-LFS files), read repo info, trees and p
 download files (HEAD/GET/Range); see ../shared/design/hub-protocol.md. Repos live in memory,
 file contents in a folder on disk, addressed by sha256. Commits are all-or-nothing.
 
-Test hooks: :meth:`HubServer.fail` makes the next matching requests fail, :meth:`tamper` serves
+Test hooks: :meth:`HubServer.fail` makes the next matching requests fail (or drop half-way), :meth:`tamper` serves
 altered bytes for a file (storage corruption), :attr:`requests` logs every request, and
 ``tokens`` holds the accepted bearer tokens (needed to write, and to read private repos).
 
@@ -89,13 +89,14 @@ class HubServer(ThreadingHTTPServer):
                 self.storage.mkdir(parents=True, exist_ok=True)
             self.repos: dict[tuple[str, str], Repo] = {}
             self.tokens = {"hf_test_write"}
-            self.requests: list[tuple[str, str]] = []
+            self.requests: list[tuple[str, str, str | None]] = []  # method, path, Range header
             self.faults: list[list] = []  # [method, path fragment, status, remaining]
             self.tampered: dict[tuple[str, str], bytes] = {}
             self._counter = itertools.count()
 
-    def fail(self, method: str, fragment: str, status: int = 500, times: int = 1) -> None:
-        """Answer the next ``times`` requests ``method`` whose path contains ``fragment`` with ``status``."""
+    def fail(self, method: str, fragment: str, status: int | None = 500, times: int = 1) -> None:
+        """Answer the next ``times`` requests ``method`` whose path contains ``fragment`` with
+        ``status``; ``None`` sends half of the real answer, then drops the connection."""
         with self.lock:
             self.faults.append([method, fragment, status, times])
 
@@ -217,10 +218,11 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         body = self._body() if self.command in ("POST", "PUT") else b""
         with hub.lock:
-            hub.requests.append((self.command, url.path))
-            for fault in hub.faults:
-                if fault[0] == self.command and fault[1] in url.path and fault[3] > 0:
-                    fault[3] -= 1
+            hub.requests.append((self.command, url.path, self.headers.get("Range")))
+            fault = next((f for f in hub.faults if f[0] == self.command and f[1] in url.path and f[3] > 0), None)
+            if fault is not None:
+                fault[3] -= 1
+                if fault[2] is not None:
                     return self._send(fault[2], {"error": "injected failure"}, {"X-Error-Message": "injected failure"})
         # Split before unquoting so that a revision like refs%2Fpr%2F1 stays one segment.
         parts = [unquote(p) for p in url.path.strip("/").split("/")]
@@ -233,6 +235,16 @@ class _Handler(BaseHTTPRequestHandler):
             if err.code:
                 headers["X-Error-Code"] = err.code
             return self._send(err.status, {"error": err.message}, headers)
+        if fault is not None:  # cut the connection half-way through the body
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(answer)))
+            for key, value in headers.items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(answer[: len(answer) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            return
         if isinstance(answer, bytes):
             return self._send(status, answer, headers, content_type="application/octet-stream")
         self._send(status, answer, headers)
@@ -272,7 +284,7 @@ class _Handler(BaseHTTPRequestHandler):
         url = f"{hub.url}/{prefix}{repo_id}"
         if (repo_type, repo_id) in hub.repos:
             return 409, {"error": "You already created this repo", "url": url}, {}
-        repo = Repo(repo_type, repo_id, bool(payload.get("private")))
+        repo = Repo(repo_type, repo_id, bool(payload.get("private")) or payload.get("visibility") == "private")
         repo.refs["main"] = hub._new_commit(repo, None, {".gitattributes": hub._entry(GITATTRIBUTES, ".gitattributes")}, "initial commit")
         hub.repos[(repo_type, repo_id)] = repo
         return 200, {"url": url, "name": repo_id}, {}

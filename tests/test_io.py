@@ -192,11 +192,6 @@ def test_bad_folders_raise_format_error_naming_the_file(saved, case):
     assert str(saved) in str(info.value)
 
 
-def test_missing_folder(tmp_path):
-    with pytest.raises(FormatError, match="not a folder"):
-        FactorizedDataset.from_pretrained(tmp_path / "nowhere")
-
-
 def test_loading_never_unpickles(saved, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("unpickling on a load path")

@@ -1,0 +1,280 @@
+"""Publishing and fetching through the real huggingface_hub / datasets clients, over HTTP, against
+the loopback Hub in tests/hub_server.py (started by the ``hub`` fixture)."""
+
+import logging
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from huggingface_hub import DatasetCard, constants
+
+from haba_datasets import FactorizedDataset, FormatError, hub as hub_module
+from haba_datasets.cli import main
+from haba_datasets.hub import HubError
+from haba_datasets.viz import to_pil
+from tests.conftest import CLASSES, make_dataset, use_hf_home
+
+REPO = "alice/tiny"
+TOKEN = "hf_test_write"
+
+
+def _load(name=REPO, **kw):
+    return FactorizedDataset.from_pretrained(name, device="cpu", **kw)
+
+
+def _same(a, b):
+    """Bit-exact factors and identical synthesised images."""
+    assert torch.equal(a.bases, b.bases) and torch.equal(a.labels, b.labels)
+    for (name, x), y in zip(a.hallucinators.state_dict().items(), b.hallucinators.state_dict().values()):
+        assert torch.equal(x, y), name
+    assert torch.equal(a.materialize().tensors[0], b.materialize().tensors[0])
+    assert (a.classes, a.learned_lr, a.provenance) == (b.classes, b.learned_lr, b.provenance)
+
+
+def _downloads(hub):
+    """Files fetched with GET /.../resolve/... so far."""
+    return [path.split("/resolve/")[1].split("/", 1)[1] for method, path, _ in hub.requests if method == "GET" and "/resolve/" in path]
+
+
+@pytest.fixture
+def pushed(hub):
+    dataset = make_dataset()
+    dataset.push_to_hub(REPO, token=TOKEN)
+    return dataset
+
+
+def test_push_then_load_round_trips_and_fetches_only_what_training_needs(hub, pushed):
+    assert sorted(hub.files(REPO)) == [
+        ".gitattributes", "README.md", "config.json", "data/train-00000-of-00001.parquet",
+        "factors.safetensors", "preprocessing.safetensors", "preview.png",
+    ]  # fmt: skip
+    commits = [p for _, p, _ in hub.requests if p.endswith("/commit/main")]
+    assert len(commits) == 1  # everything in one commit
+    loaded = _load()
+    _same(loaded, pushed)
+    assert _downloads(hub) == ["config.json", "factors.safetensors"]  # no card, preview, parquet or ZCA yet
+    for name, t in pushed.preprocessing.tensors().items():  # the ZCA is fetched on first use
+        assert torch.equal(loaded.preprocessing.tensors()[name], t)
+    assert _downloads(hub)[-1] == "preprocessing.safetensors"
+    assert loaded.root.startswith(str(constants.HF_HUB_CACHE))
+
+
+def test_pinned_revision_returns_the_old_version_after_a_second_push(hub):
+    first, second = make_dataset(seed=1), make_dataset(seed=2)
+    old = first.push_to_hub(REPO, token=TOKEN)
+    second.push_to_hub(REPO, token=TOKEN)
+    _same(_load(revision=old.oid), first)
+    _same(_load(), second)
+    _same(_load(revision="main"), second)
+
+
+def test_push_to_a_branch_and_as_a_pull_request(hub, pushed):
+    other = make_dataset(seed=3)
+    other.push_to_hub(REPO, token=TOKEN, revision="v2", commit_message="second version")
+    _same(_load(revision="v2"), other)
+    _same(_load(), pushed)
+    info = make_dataset(seed=4).push_to_hub(REPO, token=TOKEN, create_pr=True)
+    assert info.pr_revision == "refs/pr/1"
+    _same(_load(revision="refs/pr/1"), make_dataset(seed=4))
+    _same(_load(), pushed)
+
+
+def test_a_new_push_replaces_the_datasets_files_and_keeps_the_owners(hub, pushed):
+    from huggingface_hub import HfApi
+
+    HfApi(token=TOKEN).upload_file(path_or_fileobj=b"mine", path_in_repo="NOTES.txt", repo_id=REPO, repo_type="dataset")
+    plain = make_dataset(preprocessing=None, seed=5)  # identity: no preprocessing file
+    plain.push_to_hub(REPO, token=TOKEN)
+    files = hub.files(REPO)
+    assert "preprocessing.safetensors" not in files and files["NOTES.txt"] == b"mine"
+    _same(_load(), plain)
+
+
+def test_offline_mode_serves_the_cache_without_a_request(hub, pushed):
+    online = _load()
+    online.preprocessing  # cache everything training uses
+    before = len(hub.requests)
+    code = (
+        "from haba_datasets import FactorizedDataset\n"
+        f"d = FactorizedDataset.from_pretrained({REPO!r}, device='cpu')\n"
+        "print(d.preprocessing.kind, repr(d.bases.sum().item()), repr(d.materialize().tensors[0].sum().item()))\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}  # HF_HOME is this test's, HF_ENDPOINT the loopback Hub
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    expected = f"zca {online.bases.sum().item()!r} {online.materialize().tensors[0].sum().item()!r}"
+    assert out.stdout.strip() == expected
+    assert len(hub.requests) == before
+    # local_files_only does the same for one call; nothing cached -> a clear error, no request
+    _same(_load(local_files_only=True), pushed)
+    with pytest.raises(HubError, match="not in the local cache"):
+        _load("alice/never-fetched", local_files_only=True)
+    assert len(hub.requests) == before
+
+
+def test_datasets_load_dataset_gives_the_materialised_rows(hub, pushed):
+    import datasets
+
+    rows = datasets.load_dataset(REPO, split="train")
+    assert rows.features["label"].names == CLASSES and len(rows) == len(pushed)
+    images, labels = pushed.materialize().tensors
+    assert rows["label"] == labels.tolist()
+    for row, pixels in zip(rows, pushed.pixels(images)):
+        assert np.array_equal(np.asarray(row["image"]), np.asarray(to_pil(pixels)))
+    streamed = datasets.load_dataset(REPO, split="train", streaming=True)  # parquet read by byte ranges
+    assert [row["label"] for row in streamed] == labels.tolist()
+    assert any(r and path.endswith(".parquet") for _, path, r in hub.requests)
+
+
+def test_card_has_metadata_metrics_and_loading_instructions(hub, pushed):
+    card = DatasetCard(hub.files(REPO)["README.md"].decode())
+    assert card.data.license == "unknown" and card.data.task_categories == ["image-classification"]
+    assert {"dataset-distillation", "haba"} <= set(card.data.tags) and card.data.pretty_name == "tiny"
+    assert card.data.configs[0]["data_files"][0]["path"] == "data/train-00000-of-00001.parquet"
+    assert "| test_accuracy | 0.5 |" in card.text and "![" in card.text and "preview.png" in card.text
+    assert f'FactorizedDataset.from_pretrained("{REPO}")' in card.text and f'load_dataset("{REPO}"' in card.text
+    assert "2.000x" in card.text  # storage ratio of make_dataset's factors
+
+
+def test_not_found_and_unauthorized_give_clear_errors(hub, pushed):
+    with pytest.raises(HubError, match=r"alice/missing.*repository not found"):
+        _load("alice/missing")
+    with pytest.raises(HubError, match=r"revision 'nope'.*no such revision"):
+        _load(revision="nope")
+    with pytest.raises(HubError, match="not a local folder, a zoo name"):
+        _load("no-such-thing")
+    with pytest.raises(ValueError, match="local folder"):
+        FactorizedDataset.from_pretrained(pushed.save_pretrained(hub.storage.parent / "ds"), revision="v1")
+    hub.repos[("dataset", REPO)].private = True
+    for token in (None, "hf_wrong"):
+        with pytest.raises(HubError, match="401|private"):
+            _load(token=token)
+    _same(_load(token=TOKEN), pushed)  # a later good download still works
+
+
+def test_a_repo_that_is_not_a_factorized_dataset(hub):
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=TOKEN)
+    api.create_repo("alice/other", repo_type="dataset")
+    with pytest.raises(HubError, match="no config.json"):
+        _load("alice/other")
+
+
+def test_a_dropped_download_is_retried(hub, pushed):
+    hub.fail("GET", "/factors.safetensors", status=None)  # half the bytes, then the connection drops
+    _same(_load(), pushed)
+    assert _downloads(hub).count("factors.safetensors") == 2
+
+
+@pytest.mark.parametrize("damage", [lambda b: b[: len(b) // 2], lambda b: b[:100] + bytes([b[100] ^ 1]) + b[101:]])
+def test_corrupted_or_truncated_remote_file(hub, pushed, damage, caplog):
+    good = hub.files(REPO)["factors.safetensors"]
+    hub.tamper(REPO, "factors.safetensors", damage(good))
+    with pytest.raises(FormatError, match=r"factors\.safetensors.*(bytes but|checksum).*alice/tiny.*downloaded twice"):
+        _load()
+    assert "downloading it again" in caplog.text
+    hub.tamper(REPO, "factors.safetensors", None)
+    _same(_load(), pushed)  # the bad copy in the cache is replaced
+
+
+def test_failed_push_leaves_no_partial_commit(hub, pushed):
+    before, files = hub.head(REPO), hub.files(REPO)
+    for method, where, status in [("PUT", "/lfs-upload/", 403), ("POST", "/commit/", 500)]:
+        hub.fail(method, where, status)
+        with pytest.raises(HubError, match=f"nothing was committed.*{status}"):
+            make_dataset(seed=7).push_to_hub(REPO, token=TOKEN)
+        assert hub.head(REPO) == before and hub.files(REPO) == files
+        _same(_load(), pushed)
+    make_dataset(seed=7).push_to_hub(REPO, token=TOKEN)  # a retry succeeds
+    _same(_load(), make_dataset(seed=7))
+
+
+def test_push_without_a_token_is_refused(hub):
+    with pytest.raises(HubError, match="could not push"):
+        make_dataset().push_to_hub(REPO)
+    assert hub.head(REPO) is None
+
+
+def test_save_pretrained_can_push(hub, tmp_path):
+    dataset = make_dataset()
+    with pytest.raises(ValueError, match="repo_id"):
+        dataset.save_pretrained(tmp_path / "a", push_to_hub=True)
+    assert not (tmp_path / "a").exists()
+    dataset.save_pretrained(tmp_path / "a", push_to_hub=True, repo_id=REPO, token=TOKEN, private=True)
+    assert hub.repos[("dataset", REPO)].private
+    _same(_load(token=TOKEN), FactorizedDataset.from_pretrained(tmp_path / "a", device="cpu"))
+
+
+def _zoo(monkeypatch, folder, dataset):
+    """Register zoo name ``tiny-ipc2`` -> REPO, with ``dataset`` as its bundled copy."""
+    monkeypatch.setitem(hub_module.ZOO, "tiny-ipc2", REPO)
+    monkeypatch.setattr(hub_module, "ZOO_DIR", folder)
+    dataset.save_pretrained(folder / "tiny-ipc2")
+
+
+def test_zoo_name_uses_the_hub_then_the_bundled_copy(hub, pushed, tmp_path, monkeypatch, caplog):
+    bundled = make_dataset(seed=9)
+    _zoo(monkeypatch, tmp_path / "zoo", bundled)
+    _same(_load("tiny-ipc2"), pushed)  # reachable: the Hub copy
+    use_hf_home(monkeypatch, tmp_path / "fresh-home")  # nothing cached ...
+    monkeypatch.setattr(time, "sleep", lambda seconds: None)  # the client backs off between retries
+    hub.fail("HEAD", "/resolve/", 503, times=100)  # ... and the Hub is down
+    with caplog.at_level(logging.WARNING, logger="haba_datasets"):
+        _same(_load("tiny-ipc2"), bundled)
+    assert "bundled" in caplog.text
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # ... or offline
+    before = len(hub.requests)
+    _same(_load("tiny-ipc2"), bundled)
+    assert len(hub.requests) == before
+    with pytest.raises(HubError, match="tiny-ipc2.*not in the local cache"):
+        _load("tiny-ipc2", revision="v1")  # a pinned revision is never served from the bundle
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    with pytest.raises(HubError, match="503"):
+        _load(REPO)  # a repo id has no bundled copy
+
+
+def test_unreachable_hub_falls_back_to_the_cache_then_the_bundle(hub, pushed, tmp_path):
+    _load().preprocessing  # cached
+    bundled = tmp_path / "zoo"
+    make_dataset(seed=9).save_pretrained(bundled / "tiny-ipc2")
+    make_dataset(seed=9).save_pretrained(bundled / "cached-ipc2")
+    code = f"""
+import time
+from pathlib import Path
+from haba_datasets import FactorizedDataset, hub
+time.sleep = lambda seconds: None  # the client backs off between retries: skip the waits
+hub.ZOO.update({{"tiny-ipc2": "alice/never-fetched", "cached-ipc2": {REPO!r}}})
+hub.ZOO_DIR = Path({str(bundled)!r})
+for name in ({REPO!r}, "cached-ipc2", "tiny-ipc2", "alice/never-fetched"):
+    try:
+        d = FactorizedDataset.from_pretrained(name, device="cpu")
+        print(name, d.preprocessing.kind, repr(d.bases.sum().item()))
+    except hub.HubError as err:
+        print(name, "HubError", err)
+"""
+    env = {**os.environ, "HF_ENDPOINT": "http://127.0.0.1:9"}  # nothing listens there
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert lines[0] == f"{REPO} zca {pushed.bases.sum().item()!r}"  # from the cache
+    assert lines[1] == f"cached-ipc2 zca {pushed.bases.sum().item()!r}"  # the cache beats the bundle
+    assert lines[2] == f"tiny-ipc2 zca {make_dataset(seed=9).bases.sum().item()!r}"  # the bundled copy ...
+    assert out.stderr.count("bundled with haba-datasets") == 1  # ... with a log message
+    assert lines[3].startswith("alice/never-fetched HubError") and "could not be reached" in lines[3]
+
+
+def test_cli_push_and_download(hub, saved, capsys):
+    assert main(["push", str(saved), REPO, "--private", "--token", TOKEN]) == 0
+    assert REPO in capsys.readouterr().out and hub.repos[("dataset", REPO)].private
+    assert main(["download", REPO, "--token", TOKEN]) == 0
+    out = capsys.readouterr().out
+    assert "Root location" in out and "zca (fetched)" in out
+    assert "preprocessing.safetensors" in _downloads(hub)
+    assert main(["download", "alice/missing"]) == 2
+    assert "repository not found" in capsys.readouterr().err
+    assert main(["push", str(saved / "nope"), REPO]) == 2
