@@ -14,9 +14,9 @@ from typing import Callable, Literal, Sequence
 
 import torch
 from huggingface_hub import CommitInfo
+from PIL import Image
 from safetensors.torch import save as safetensors_bytes
 from torch.utils.data import TensorDataset
-from PIL import Image
 from torchvision.datasets import VisionDataset
 from torchvision.transforms import v2
 
