@@ -11,7 +11,7 @@ HUB = HubServer()
 SESSION_HF_HOME = tempfile.mkdtemp(prefix="haba-tests-hf-home-")
 atexit.register(shutil.rmtree, SESSION_HF_HOME, True)
 os.environ.update(HF_ENDPOINT=HUB.url, HF_HOME=SESSION_HF_HOME, HF_HUB_DISABLE_XET="1", HF_HUB_OFFLINE="0",
-                  HF_HUB_DISABLE_TELEMETRY="1", HF_DATASETS_OFFLINE="0")  # fmt: skip
+                  HF_DATASETS_OFFLINE="0")  # fmt: skip
 os.environ.pop("HF_TOKEN", None)
 os.environ.pop("HF_HUB_CACHE", None)
 os.environ.pop("HF_DATASETS_CACHE", None)
@@ -60,8 +60,9 @@ def use_hf_home(monkeypatch, home):
         "HF_HOME": home, "HF_HUB_CACHE": hub_cache, "HUGGINGFACE_HUB_CACHE": hub_cache,
         "HF_ASSETS_CACHE": os.path.join(home, "assets"), "HF_XET_CACHE": os.path.join(home, "xet"),
         "HF_TOKEN_PATH": os.path.join(home, "token"), "HF_STORED_TOKENS_PATH": os.path.join(home, "stored_tokens"),
+        "AGENT_HARNESSES_PATH": os.path.join(home, ".agent_harnesses.json"),
     }.items():  # fmt: skip
-        monkeypatch.setattr(constants, name, value)
+        monkeypatch.setattr(constants, name, value, raising=False)  # older versions lack some
     cache = datasets.config.Path(home, "datasets")
     for name, value in {
         "HF_CACHE_HOME": home, "HF_DATASETS_CACHE": cache, "HF_MODULES_CACHE": datasets.config.Path(home, "modules"),

@@ -253,8 +253,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _route(self, parts: list[str], query: dict, body: bytes):
         hub, method = self.server, self.command
-        if parts == ["api", "agent-harnesses"]:
-            return 200, [], {}
+        if parts == ["api", "agent-harnesses"]:  # huggingface_hub 2.4 reads this as a dict
+            return 200, {"standardEnvVars": [], "harnesses": {}}, {}
         if parts == ["api", "validate-yaml"] and method == "POST":
             return 200, {"errors": [], "warnings": []}, {}
         if parts == ["api", "repos", "create"] and method == "POST":
