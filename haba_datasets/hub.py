@@ -105,7 +105,7 @@ def resolve(
               "local_files_only": local_files_only}  # fmt: skip
     try:
         config = Path(hf_hub_download(filename="config.json", revision=revision, force_download=force_download, **kwargs))
-    except (HfHubHTTPError, EntryNotFoundError, OSError) as err:
+    except Exception as err:  # noqa: BLE001 - transport errors come from the client's HTTP library
         bundled = ZOO_DIR / name
         if _unavailable(err) and name in ZOO and revision is None and bundled.is_dir():
             logger.warning("%s: not cached and the Hub is unreachable; using the copy bundled with haba-datasets", where)
@@ -117,10 +117,10 @@ def resolve(
     def download(filename: str, force: bool) -> None:
         try:
             hf_hub_download(filename=filename, revision=commit, force_download=force or force_download, **kwargs)
-        except (HfHubHTTPError, EntryNotFoundError, OSError) as err:
+        except Exception as err:  # noqa: BLE001 - as above
             raise HubError(f"could not fetch {filename} from {description}: {_reason(err, filename)}") from err
 
-    offline = local_files_only or constants.is_offline_mode()
+    offline = local_files_only or constants.HF_HUB_OFFLINE
     return Source(config.parent, description, download, can_refetch=not offline, present={"config.json"})
 
 

@@ -165,9 +165,14 @@ def test_a_repo_that_is_not_a_factorized_dataset(hub):
         _load("alice/other")
 
 
-def test_a_dropped_download_is_retried(hub, pushed):
+def test_a_dropped_download_is_retried_or_reported(hub, pushed):
     hub.fail("GET", "/factors.safetensors", status=None)  # half the bytes, then the connection drops
-    _same(_load(), pushed)
+    try:
+        loaded = _load()  # huggingface_hub >= 2 retries
+    except HubError as err:  # 1.x reports it
+        assert "could not fetch factors.safetensors" in str(err)
+        loaded = _load()
+    _same(loaded, pushed)
     assert _downloads(hub).count("factors.safetensors") == 2
 
 
