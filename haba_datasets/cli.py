@@ -32,6 +32,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--revision", help="branch, tag or commit")
     p.add_argument("--cache-dir", type=Path)
     p.add_argument("--token", help="Hub token (default: HF_TOKEN or the saved login)")
+    p = sub.add_parser("evaluate", help="train fresh networks on a dataset (literature protocol), test on real data")
+    p.add_argument("name", help="a factorized dataset (folder, Hub repo id or zoo name), or a real dataset name "
+                                "(cifar10, fashion_mnist, ...) to evaluate a random real subset")  # fmt: skip
+    p.add_argument("--dataset", help="real dataset to test on (default: the factorized dataset's provenance)")
+    p.add_argument("--ipc", type=int, help="real subsets: images per class (default: the whole training split)")
+    p.add_argument("--model", default="ConvNet", help="network name (see haba_datasets.nets.list_nets)")
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--epochs", type=int, default=1000)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--lr", type=float, help="default: the dataset's learned lr, else 0.01")
+    p.add_argument("--no-dsa", action="store_true", help="train without DSA augmentation")
+    p.add_argument("--preprocessing", choices=["identity", "normalize", "zca"], default="normalize",
+                   help="real subsets: preprocessing fitted on the training split")  # fmt: skip
+    p.add_argument("--pairing", choices=["random", "all"], default="random",
+                   help="factorized datasets: one random hallucinator per basis per epoch (reference), or all pairs")  # fmt: skip
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-root", type=Path, help="local copies of real datasets (default: $HABA_DATA_ROOT)")
+    p.add_argument("--device", help="default: cuda when available")
+    p.add_argument("--revision", help="Hub revision of a factorized dataset")
+    p.add_argument("-o", "--output", type=Path, help="folder for report.json and curves.png")
     p = sub.add_parser("demo", help="tour on a toy task: build, save, load, train, draw, reject a corrupted copy")
     p.add_argument("-o", "--output", type=Path, default=Path("demo-output"))
     p.add_argument("--epochs", type=int, default=30)
@@ -69,11 +89,48 @@ def _run(args: argparse.Namespace) -> int:
             args.name, revision=args.revision, cache_dir=args.cache_dir, token=args.token, device="cpu"
         )
         print(f"{dataset}\nPreprocessing: {dataset.preprocessing.kind} (fetched)")
+    elif args.command == "evaluate":
+        _evaluate(args)
     elif args.command == "demo":
         from .demo import run_demo
 
         run_demo(args.output, epochs=args.epochs)
     return 0
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from .data import REAL_DATASETS, load_real
+    from .evaluate import Protocol, as_dataset, evaluate, real_eval_sets
+    from .factorized import FactorizedDataset
+
+    if args.name in REAL_DATASETS:
+        real = load_real(args.name, data_root=args.data_root)
+        preprocessing = real.fit_preprocessing(args.preprocessing)
+        split = real.train if args.ipc is None else real.subset(args.ipc, seed=args.seed)
+        train = as_dataset(split, preprocessing)
+        what = f"{args.name} {'whole training split' if args.ipc is None else f'random real, IPC {args.ipc}'}"
+        setting = {"train": what, "dataset": args.name, "ipc": args.ipc, "preprocessing": args.preprocessing}
+        lr = args.lr
+    else:
+        train = FactorizedDataset.from_pretrained(args.name, revision=args.revision, device=args.device, pairing=args.pairing)
+        name = args.dataset or train.provenance.get("dataset")
+        if name is None:
+            raise SystemExit("error: say which real dataset to test on with --dataset (none recorded in the dataset)")
+        real = load_real(name, data_root=args.data_root)
+        if real.image_shape != train.hallucinators.image_shape:
+            raise SystemExit(f"error: {args.name} makes {train.hallucinators.image_shape} images, {name} has {real.image_shape}")
+        preprocessing = train.preprocessing
+        setting = {"train": f"{args.name} ({len(train)} items, pairing {args.pairing})", "dataset": name,
+                   "preprocessing": preprocessing.kind, "learned_lr": train.learned_lr}  # fmt: skip
+        lr = args.lr or train.learned_lr
+    val, test = real_eval_sets(real, preprocessing)
+    protocol = Protocol(epochs=args.epochs, batch_size=args.batch_size, lr=lr or 0.01, dsa=not args.no_dsa)
+    report = evaluate(train, test, num_classes=len(real.classes), model=args.model, runs=args.runs, protocol=protocol,
+                      val=val, seed=args.seed, device=args.device, setting=setting)  # fmt: skip
+    stem = Path(str(args.name)).name + (f"-ipc{args.ipc}" if args.ipc else "")
+    paths = report.save(args.output or Path("evaluation") / f"{stem}-{args.model}")
+    print(f"{setting['train']}, {args.model}, {args.epochs} epochs: {report}")
+    print("wrote " + ", ".join(map(str, paths)))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,189 @@
+"""Real image-classification data: loaded through ``datasets``, decoded once, split, preprocessed.
+
+:func:`load_real` turns a registered name (``"cifar10"``), a Hub dataset id or a local folder in
+the Hub layout into uint8 tensors: train (minus a validation split carved with a fixed seed),
+val and test. Decoded tensors are cached as safetensors keyed by the source's fingerprint, so
+images are decoded once, not on every run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from .preprocessing import ZCA, Identity, Normalize, Preprocessing
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RealSpec:
+    """Where a registered dataset lives on the Hub and which columns hold the images and labels."""
+
+    hub_id: str
+    image: str
+    label: str
+    config: str | None = None
+    folder: str | None = None  # its folder name under a local data root (default: the registry name)
+
+
+#: Registered real datasets. ``data_root / (spec.folder or name)`` is tried before the Hub.
+REAL_DATASETS: dict[str, RealSpec] = {
+    "cifar10": RealSpec("uoft-cs/cifar10", "img", "label", "plain_text"),
+    "cifar100": RealSpec("uoft-cs/cifar100", "img", "fine_label"),
+    "fashion_mnist": RealSpec("zalando-datasets/fashion_mnist", "image", "label"),
+    "mnist": RealSpec("ylecun/mnist", "image", "label"),
+    "svhn": RealSpec("ufldl-stanford/svhn", "image", "label", "cropped_digits"),
+}
+#: Fraction of each class's training images held out for validation (model selection).
+VAL_FRACTION = 0.1
+SPLIT_SEED = 0
+
+
+@dataclass
+class Split:
+    """uint8 images ``(N, C, H, W)`` and int64 labels ``(N,)``."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.labels.shape[0]
+
+    def floats(self) -> torch.Tensor:
+        """Images as float32 in [0, 1]."""
+        return self.images.float().div_(255)
+
+
+@dataclass
+class RealData:
+    """A real dataset as tensors: ``train`` (validation rows removed), ``val`` and ``test``."""
+
+    name: str
+    classes: list[str]
+    train: Split
+    val: Split
+    test: Split
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train.images.shape[1:])
+
+    def subset(self, ipc: int, *, seed: int = 0) -> Split:
+        """``ipc`` random training images per class (a class with fewer gives all it has)."""
+        generator = torch.Generator().manual_seed(seed)
+        keep = []
+        for c in range(len(self.classes)):
+            members = (self.train.labels == c).nonzero().flatten()
+            keep.append(members[torch.randperm(len(members), generator=generator)[:ipc]])
+        index = torch.cat(keep)
+        return Split(self.train.images[index], self.train.labels[index])
+
+    def fit_preprocessing(self, kind: str, *, eps: float = 0.1) -> Preprocessing:
+        """``"identity"``, ``"normalize"`` (per-channel mean/std) or ``"zca"`` fitted on the train split."""
+        if kind == "identity":
+            return Identity()
+        x = self.train.floats()
+        if kind == "normalize":
+            return Normalize(x.mean((0, 2, 3)).tolist(), x.std((0, 2, 3)).tolist())
+        if kind == "zca":
+            return ZCA.fit(x, eps=eps)
+        raise ValueError(f"unknown preprocessing {kind!r} (known: identity, normalize, zca)")
+
+
+def load_real(
+    name_or_path: str | Path,
+    *,
+    data_root: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    val_fraction: float = VAL_FRACTION,
+) -> RealData:
+    """Load a real dataset as tensors.
+
+    ``name_or_path``: a name in :data:`REAL_DATASETS` (read from ``data_root/<name>`` when that
+    folder exists, else from its Hub repo), a Hub dataset id or a local folder in the Hub layout
+    (then the image and label columns are the first ``Image`` and ``ClassLabel`` features).
+    ``data_root`` defaults to ``$HABA_DATA_ROOT``; ``cache_dir`` to ``$HABA_DATASETS_CACHE`` or
+    ``~/.cache/haba-datasets``. The validation split holds ``val_fraction`` of every class,
+    chosen with a fixed seed.
+    """
+    import datasets
+
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    name = str(name_or_path)
+    spec = REAL_DATASETS.get(name)
+    data_root = data_root or os.environ.get("HABA_DATA_ROOT")
+    source = name if spec is None else spec.hub_id
+    if spec is not None and data_root and (Path(data_root) / (spec.folder or name)).is_dir():
+        source = str(Path(data_root) / (spec.folder or name))
+    try:
+        splits = datasets.load_dataset(source, spec.config if spec else None)
+    except Exception as err:  # noqa: BLE001 - datasets raises many kinds; say what was tried
+        tried = f"{source!r}" + ("" if spec is None or data_root else " (set data_root or HABA_DATA_ROOT for a local copy)")
+        raise FileNotFoundError(f"could not load real dataset {name!r} from {tried}: {err}") from err
+    missing = {"train", "test"} - set(splits)
+    if missing:
+        raise ValueError(f"{source}: needs train and test splits, has {sorted(splits)}")
+    image_col, label_col = _columns(splits["train"], spec, source)
+    classes = list(splits["train"].features[label_col].names)
+    cache = Path(cache_dir or os.environ.get("HABA_DATASETS_CACHE") or Path.home() / ".cache" / "haba-datasets")
+    train, test = (_decoded(splits[s], image_col, label_col, cache, f"{Path(name).name}-{s}") for s in ("train", "test"))
+    train, val = _carve(train, len(classes), val_fraction)
+    return RealData(Path(name).name if spec is None else name, classes, train, val, test)
+
+
+def _columns(split, spec: RealSpec | None, source: str) -> tuple[str, str]:
+    import datasets
+
+    features = split.features
+    if spec is not None:
+        cols = (spec.image, spec.label)
+    else:
+        images = [k for k, f in features.items() if isinstance(f, datasets.Image)]
+        labels = [k for k, f in features.items() if isinstance(f, datasets.ClassLabel)]
+        cols = (images[0] if images else None, labels[0] if labels else None)
+    if cols[0] not in features or not isinstance(features.get(cols[1]), datasets.ClassLabel):
+        raise ValueError(f"{source}: expected an image column and a ClassLabel column, found {dict(features)}")
+    return cols
+
+
+def _decoded(split, image_col: str, label_col: str, cache: Path, stem: str, batch: int = 1000) -> Split:
+    """The split as uint8 tensors, decoded once and cached under ``cache`` by fingerprint."""
+    key = hashlib.sha256(f"{split._fingerprint}:{image_col}:{label_col}".encode()).hexdigest()[:16]
+    path = cache / f"{stem}-{key}.safetensors"
+    if path.is_file():
+        tensors = load_file(path)
+        return Split(tensors["images"], tensors["labels"])
+    chunks = []
+    rows = split.select_columns([image_col]).with_format("numpy")
+    for start in tqdm(range(0, len(split), batch), desc=f"decoding {stem}", unit_scale=batch, leave=False):
+        array = torch.from_numpy(rows[start:start + batch][image_col])
+        chunks.append(array.unsqueeze(1) if array.dim() == 3 else array.permute(0, 3, 1, 2))
+    images = torch.cat(chunks).contiguous()
+    labels = torch.tensor(split[label_col], dtype=torch.int64)
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp-{os.getpid()}")
+    save_file({"images": images, "labels": labels}, tmp)
+    os.replace(tmp, path)  # never a half-written cache file
+    return Split(images, labels)
+
+
+def _carve(train: Split, num_classes: int, fraction: float) -> tuple[Split, Split]:
+    """Hold out ``fraction`` of every class (fixed seed) as the validation split."""
+    generator = torch.Generator().manual_seed(SPLIT_SEED)
+    val = []
+    for c in range(num_classes):
+        members = (train.labels == c).nonzero().flatten()
+        val.append(members[torch.randperm(len(members), generator=generator)[: round(fraction * len(members))]])
+    val_index = torch.cat(val).sort().values
+    mask = torch.ones(len(train), dtype=torch.bool)
+    mask[val_index] = False
+    return Split(train.images[mask], train.labels[mask]), Split(train.images[val_index], train.labels[val_index])

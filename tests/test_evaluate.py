@@ -1,0 +1,101 @@
+import json
+
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import TensorDataset
+
+from haba_datasets import FactorizedDataset, Normalize, create_hallucinators, data
+from haba_datasets.cli import main
+from haba_datasets.data import RealSpec, load_real
+from haba_datasets.evaluate import Protocol, Report, RunResult, as_dataset, evaluate
+from tests.test_data import COLORS, tiny_real
+
+
+def test_learning_rate_schedule():
+    protocol = Protocol(epochs=10, lr=0.5)
+    assert [protocol.lr_at(e) for e in range(10)] == [0.5] * 5 + [pytest.approx(0.05)] * 5
+    assert Protocol(epochs=1000).lr_at(499) == 0.01 and Protocol(epochs=1000).lr_at(500) == pytest.approx(0.001)
+    for bad in ({"epochs": 0}, {"lr": 0.0}, {"batch_size": 0}, {"lr": float("nan")}):
+        with pytest.raises(ValueError):
+            Protocol(**bad)
+
+
+def _easy(n_per_class, seed):
+    """Three classes told apart by which channel is bright: easy for any ConvNet."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(3).repeat(n_per_class)
+    x = torch.randn(len(labels), 3, 16, 16, generator=g) * 0.3
+    x[torch.arange(len(labels)), labels] += 1.0
+    return TensorDataset(x, labels)
+
+
+def test_a_tiny_evaluation_learns_an_easy_task(tmp_path):
+    protocol = Protocol(epochs=30, batch_size=16, curve_points=3)
+    report = evaluate(_easy(10, 0), _easy(50, 1), num_classes=3, model="ConvNetW32", runs=2, protocol=protocol,
+                      val=_easy(20, 2), progress=False, setting={"train": "easy"})  # fmt: skip
+    assert len(report.runs) == 2 and report.mean > 0.8  # chance is 1/3
+    assert report.std == pytest.approx(abs(report.accuracies[0] - report.accuracies[1]) / 2)
+    curve = report.runs[0].curve
+    assert [p["epoch"] for p in curve] == list(range(1, 31)) and curve[-1]["lr"] == pytest.approx(0.001)
+    assert [p["epoch"] for p in curve if "val_accuracy" in p] == [10, 20, 30]
+    assert curve[-1]["loss"] < curve[0]["loss"]
+    report_path, png = report.save(tmp_path / "out")
+    saved = json.loads(report_path.read_text())
+    assert saved["test_accuracy"]["runs"] == report.accuracies and saved["protocol"]["epochs"] == 30
+    with Image.open(png) as picture:
+        assert picture.width > 500
+    again = evaluate(_easy(10, 0), _easy(50, 1), num_classes=3, model="ConvNetW32", runs=1, protocol=protocol, progress=False)
+    assert again.accuracies[0] == report.accuracies[0]  # seeded
+
+
+def test_report_statistics():
+    report = Report({}, [RunResult(0, 0.5, None), RunResult(1, 0.7, None)], 1.0)
+    assert report.mean == pytest.approx(0.6) and report.std == pytest.approx(0.1)
+    assert "60.00 +- 10.00 %" in str(report)
+
+
+def test_as_dataset_applies_the_preprocessing(tmp_path, monkeypatch):
+    monkeypatch.setenv("HABA_DATASETS_CACHE", str(tmp_path / "cache"))
+    real = load_real(tiny_real(tmp_path / "colors"))
+    norm = Normalize([0.5, 0.5, 0.5], [0.25, 0.25, 0.25])
+    images, labels = as_dataset(real.test, norm).tensors
+    assert torch.allclose(images, (real.test.images.float() / 255 - 0.5) / 0.25) and torch.equal(labels, real.test.labels)
+
+
+@pytest.fixture
+def colors(tmp_path, monkeypatch):
+    monkeypatch.setenv("HABA_DATASETS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setitem(data.REAL_DATASETS, "colors", RealSpec("nobody/colors", "picture", "kind"))
+    tiny_real(tmp_path / "colors", per_class=(40, 20), size=16)
+    return tmp_path
+
+
+def test_cli_evaluates_a_random_real_subset(colors, capsys):
+    out = colors / "eval"
+    args = ["evaluate", "colors", "--data-root", str(colors), "--ipc", "5", "--runs", "2", "--epochs", "20",
+            "--model", "ConvNetW32", "--batch-size", "8", "-o", str(out)]  # fmt: skip
+    assert main(args) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["train"] == "colors random real, IPC 5" and len(report["test_accuracy"]["runs"]) == 2
+    assert report["test_accuracy"]["mean"] > 0.6 and (out / "curves.png").is_file()
+    assert "test accuracy" in capsys.readouterr().out
+
+
+def test_cli_evaluates_a_factorized_dataset_with_its_learned_lr(colors, capsys):
+    real = load_real("colors", data_root=colors)
+    norm = real.fit_preprocessing("normalize")
+    pick = real.subset(2, seed=0)
+    bank = create_hallucinators("haba-conv", 2, (3, 16, 16), (3, 16, 16), init="identity")
+    dataset = FactorizedDataset(norm(pick.floats()), pick.labels, bank, COLORS, preprocessing=norm, device="cpu",
+                                learned_lr=0.02, provenance={"dataset": "colors"})  # fmt: skip
+    folder = dataset.save_pretrained(colors / "fact")
+    out = colors / "eval"
+    args = ["evaluate", str(folder), "--data-root", str(colors), "--runs", "1", "--epochs", "10",
+            "--model", "ConvNetW32", "-o", str(out)]  # fmt: skip
+    assert main(args) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["protocol"]["lr"] == 0.02 and report["dataset"] == "colors" and report["preprocessing"] == "normalize"
+    with pytest.raises(SystemExit, match="--dataset"):
+        FactorizedDataset(norm(pick.floats()), pick.labels, bank, COLORS, preprocessing=norm, device="cpu").save_pretrained(colors / "anon")
+        main(["evaluate", str(colors / "anon"), "--data-root", str(colors), "--epochs", "1"])
