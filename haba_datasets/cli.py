@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--lr", type=float, help="default: the dataset's learned lr, else 0.01")
     p.add_argument("--no-dsa", action="store_true", help="train without DSA augmentation")
+    p.add_argument("--curve-points", type=int, default=10, help="validation accuracy measurements per run")
     p.add_argument("--preprocessing", choices=["identity", "normalize", "zca"], default="normalize",
                    help="real subsets: preprocessing fitted on the training split")  # fmt: skip
     p.add_argument("--pairing", choices=["random", "all"], default="random",
@@ -124,7 +125,8 @@ def _evaluate(args: argparse.Namespace) -> None:
                    "preprocessing": preprocessing.kind, "learned_lr": train.learned_lr}  # fmt: skip
         lr = args.lr or train.learned_lr
     val, test = real_eval_sets(real, preprocessing)
-    protocol = Protocol(epochs=args.epochs, batch_size=args.batch_size, lr=lr or 0.01, dsa=not args.no_dsa)
+    protocol = Protocol(epochs=args.epochs, batch_size=args.batch_size, lr=lr or 0.01, dsa=not args.no_dsa,
+                        curve_points=args.curve_points)  # fmt: skip
     report = evaluate(train, test, num_classes=len(real.classes), model=args.model, runs=args.runs, protocol=protocol,
                       val=val, seed=args.seed, device=args.device, setting=setting)  # fmt: skip
     stem = Path(str(args.name)).name + (f"-ipc{args.ipc}" if args.ipc else "")
