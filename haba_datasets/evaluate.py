@@ -110,19 +110,28 @@ class Report:
         fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
         for run in self.runs:
             epochs = [p["epoch"] for p in run.curve]
-            ax_loss.plot(epochs, [p["loss"] for p in run.curve], label=f"seed {run.seed}", linewidth=1)
-            ax_acc.plot(epochs, [p["train_accuracy"] for p in run.curve], linewidth=0.5, alpha=0.4)
+            window = max(1, len(epochs) // 50)  # running means: one small batch per epoch is noisy
+            ax_loss.plot(epochs, _running_mean([p["loss"] for p in run.curve], window), label=f"seed {run.seed}", linewidth=1)
+            ax_acc.plot(epochs, _running_mean([p["train_accuracy"] for p in run.curve], window), linewidth=0.5, alpha=0.5)
             val = [(p["epoch"], p["val_accuracy"]) for p in run.curve if "val_accuracy" in p]
             if val:
                 ax_acc.plot(*zip(*val), marker="o", label=f"val, seed {run.seed}")
-        ax_loss.set(xlabel="epoch", ylabel="training loss", yscale="log", title=self.setting.get("train", ""))
-        ax_acc.set(xlabel="epoch", ylabel="accuracy", ylim=(0, 1), title="train (thin) and validation accuracy")
+        ax_loss.set(xlabel="epoch", ylabel=f"training loss (running mean of {window})", yscale="log",
+                    title=self.setting.get("train", ""))  # fmt: skip
+        ax_acc.set(xlabel="epoch", ylabel="accuracy", ylim=(0, 1), title="train (thin, running mean) and validation accuracy")
         ax_loss.legend(fontsize=7)
         ax_acc.legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(path, dpi=100)
         plt.close(fig)
         return path
+
+
+def _running_mean(values: list[float], window: int) -> list[float]:
+    sums = torch.tensor([0.0, *values], dtype=torch.float64).cumsum(0)
+    starts = torch.arange(len(values)).sub(window - 1).clamp(min=0)
+    ends = torch.arange(1, len(values) + 1)
+    return ((sums[ends] - sums[starts]) / (ends - starts)).tolist()
 
 
 def as_dataset(split: Split, preprocessing: Preprocessing, batch: int = 2048) -> TensorDataset:

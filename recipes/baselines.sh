@@ -5,16 +5,17 @@
 set -euo pipefail
 root="${1:-../shared/data}"
 out=evaluation/baselines
-run() {  # name, output folder, extra arguments
-    local dir="$out/$2"; shift 2
+run() {  # output folder, then the arguments of `haba-datasets evaluate`
+    local dir="$out/$1"; shift
     [[ -f "$dir/report.json" ]] && { echo "done: $dir"; return; }
     haba-datasets evaluate "$@" --data-root "$root" --curve-points 4 -o "$dir"
 }
-run cifar10 cifar10-ipc10 cifar10 --ipc 10 --runs 5 --epochs 1000
-run cifar10 cifar10-ipc1 cifar10 --ipc 1 --runs 5 --epochs 1000
-run fashion_mnist fmnist-ipc1 fashion_mnist --ipc 1 --runs 5 --epochs 1000
-run fashion_mnist fmnist-ipc10 fashion_mnist --ipc 10 --runs 3 --epochs 1000
-run cifar10 cifar10-whole cifar10 --runs 1 --epochs 6
-run fashion_mnist fmnist-whole fashion_mnist --runs 1 --epochs 4
-run cifar10 cifar10-ipc50 cifar10 --ipc 50 --runs 1 --epochs 300
-run fashion_mnist fmnist-ipc50 fashion_mnist --ipc 50 --runs 1 --epochs 300
+run cifar10-ipc10 cifar10 --ipc 10 --runs 5 --epochs 1000
+run cifar10-ipc1 cifar10 --ipc 1 --runs 5 --epochs 1000
+run fmnist-ipc1 fashion_mnist --ipc 1 --runs 5 --epochs 1000
+run fmnist-ipc10 fashion_mnist --ipc 10 --runs 3 --epochs 1000
+run cifar10-whole cifar10 --runs 1 --epochs 6
+run fmnist-whole fashion_mnist --runs 1 --epochs 4
+run cifar10-ipc50 cifar10 --ipc 50 --runs 1 --epochs 300
+run fmnist-ipc50 fashion_mnist --ipc 50 --runs 1 --epochs 300
+run cifar10-ipc10-nodsa cifar10 --ipc 10 --runs 3 --epochs 1000 --no-dsa
