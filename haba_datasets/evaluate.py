@@ -91,6 +91,13 @@ class Report:
             "runs": [asdict(r) for r in self.runs],
         }
 
+    @classmethod
+    def load(cls, path: str | Path) -> "Report":
+        """Read a ``report.json`` written by :meth:`save`."""
+        saved = json.loads(Path(path).read_text())
+        setting = {k: v for k, v in saved.items() if k not in ("test_accuracy", "val_accuracy", "seconds", "runs")}
+        return cls(setting, [RunResult(**run) for run in saved["runs"]], saved["seconds"])
+
     def save(self, folder: str | Path) -> tuple[Path, Path]:
         """Write ``report.json`` and ``curves.png`` (loss and validation accuracy per epoch)."""
         folder = Path(folder)

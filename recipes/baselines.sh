@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Reference points: ConvNet trained with the evaluation protocol on random real subsets and on the
 # whole training split. Resumable: a setting whose report.json exists is skipped.
-#   bash recipes/baselines.sh [DATA_ROOT]      (default ../shared/data); reports go to evaluation/baselines/
+#   bash recipes/baselines.sh [DATA_ROOT]      (default ../shared/data); reports go to recipes/results/baselines/
 set -euo pipefail
 root="${1:-../shared/data}"
-out=evaluation/baselines
+out=recipes/results/baselines
 run() {  # output folder, then the arguments of `haba-datasets evaluate`
     local dir="$out/$1"; shift
     [[ -f "$dir/report.json" ]] && { echo "done: $dir"; return; }

@@ -1,6 +1,6 @@
 """Markdown table of the evaluation reports under a folder (written by recipes/baselines.sh).
 
-    python recipes/baselines_table.py evaluation/baselines
+    python recipes/baselines_table.py recipes/results/baselines
 """
 
 import json
@@ -9,14 +9,15 @@ from pathlib import Path
 
 
 def main(folder: str) -> None:
-    print("| training data | preprocessing | runs x epochs | test accuracy % (mean +- std) | validation % | CPU time |")
-    print("|---|---|---|---|---|---|")
+    print("| training data | preprocessing | DSA | runs x epochs | test accuracy % (mean +- std) | validation % | wall time |")
+    print("|---|---|---|---|---|---|---|")
     for path in sorted(Path(folder).glob("*/report.json")):
         r = json.loads(path.read_text())
         acc, val = r["test_accuracy"], r["val_accuracy"]
-        print(f"| {r['train']} | {r['preprocessing']} | {len(acc['runs'])} x {r['protocol']['epochs']} | "
+        dsa = "yes" if r["protocol"]["dsa"] else "no"
+        print(f"| {r['train']} | {r['preprocessing']} | {dsa} | {len(acc['runs'])} x {r['protocol']['epochs']} | "
               f"{100 * acc['mean']:.2f} +- {100 * acc['std']:.2f} | {100 * val['mean']:.2f} | {r['seconds'] / 60:.1f} min |")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "evaluation/baselines")
+    main(sys.argv[1] if len(sys.argv) > 1 else "recipes/results/baselines")

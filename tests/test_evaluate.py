@@ -43,6 +43,7 @@ def test_a_tiny_evaluation_learns_an_easy_task(tmp_path):
     report_path, png = report.save(tmp_path / "out")
     saved = json.loads(report_path.read_text())
     assert saved["test_accuracy"]["runs"] == report.accuracies and saved["protocol"]["epochs"] == 30
+    assert Report.load(report_path).to_json() == saved
     with Image.open(png) as picture:
         assert picture.width > 500
     again = evaluate(_easy(10, 0), _easy(50, 1), num_classes=3, model="ConvNetW32", runs=1, protocol=protocol, progress=False)
