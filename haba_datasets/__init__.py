@@ -1,12 +1,16 @@
 """haba-datasets: distilled datasets stored as bases x hallucinators (HaBa), as PyTorch datasets."""
 
+from .augment import DSA
+from .data import load_real
 from .factorized import FactorizedDataset, StorageReport
 from .hallucinators import HallucinatorBank, create_hallucinators, list_hallucinators, register_hallucinators
 from .hub import HubError
 from .io import FormatError
+from .nets import create_net, list_nets, register_net
 from .preprocessing import ZCA, Identity, Normalize, Preprocessing
 
 __all__ = [
+    "DSA",
     "FactorizedDataset",
     "FormatError",
     "HallucinatorBank",
@@ -17,7 +21,11 @@ __all__ = [
     "StorageReport",
     "ZCA",
     "create_hallucinators",
+    "create_net",
     "list_hallucinators",
+    "list_nets",
+    "load_real",
     "register_hallucinators",
+    "register_net",
 ]
 __version__ = "0.1.0"
