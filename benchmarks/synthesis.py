@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -22,6 +23,9 @@ from torch.utils.data import DataLoader, default_collate
 from haba_datasets import FactorizedDataset, create_hallucinators
 from haba_datasets.evaluate import train_epoch
 from haba_datasets.nets import ConvNet
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _report import write_section  # noqa: E402
 
 
 def cifar_like(ipc: int) -> FactorizedDataset:
@@ -115,10 +119,7 @@ def main() -> None:
     table = "\n".join(rows)
     print(table)
     if args.write:
-        args.write.write_text(
-            "# Benchmarks\n\nRatios are measured in one run on one machine (best of alternating rounds).\n\n"
-            "## Synthesis (`benchmarks/synthesis.py`)\n\n" + table + "\n\n" + NOTE + "\n"
-        )
+        write_section(args.write, "Synthesis (`benchmarks/synthesis.py`)", table + "\n\n" + NOTE)
 
 
 NOTE = (

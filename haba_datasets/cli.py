@@ -53,6 +53,32 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", help="default: cuda when available")
     p.add_argument("--revision", help="Hub revision of a factorized dataset")
     p.add_argument("-o", "--output", type=Path, help="folder for report.json and curves.png")
+    p = sub.add_parser("distill", help="run a recipe: real data -> experts (MTT) -> distillation -> evaluation -> folder")
+    p.add_argument("recipe", type=Path, help="a recipe YAML file (see recipes/)")
+    p.add_argument("--profile", help="named settings of the recipe, e.g. cpu (default: the paper-scale settings)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a setting (YAML value), e.g. parameterization.kind=plain; repeatable")  # fmt: skip
+    p.add_argument("-o", "--output", type=Path, help="run folder (default: runs/<recipe name>[-<profile>])")
+    p.add_argument("--experts-dir", type=Path, help="MTT expert trajectories (default: <output>/experts)")
+    p.add_argument("--data-root", type=Path, help="local copies of real datasets (default: $HABA_DATA_ROOT)")
+    p.add_argument("--device", help="default: cuda when available")
+    p.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
+    p.add_argument("--push", metavar="REPO_ID", help="publish the dataset to this Hub dataset repo")
+    p = sub.add_parser("experts", help="train MTT expert trajectories on real data (resumable; torchrun shares the experts)")
+    p.add_argument("--dataset", required=True, help="real dataset: a name (cifar10, ...) or a local folder in the Hub layout")
+    p.add_argument("--experts", type=int, required=True, help="number of experts (a larger number adds experts)")
+    p.add_argument("--epochs", type=int, required=True, help="epochs per expert")
+    p.add_argument("--data-root", type=Path, help="local copies of real datasets (default: $HABA_DATA_ROOT)")
+    p.add_argument("--net", default="ConvNet", help="network name (see haba_datasets.nets.list_nets)")
+    p.add_argument("--width", type=int, help="network width option (default: the network's)")
+    p.add_argument("--depth", type=int, help="network depth option (default: the network's)")
+    p.add_argument("--preprocessing", choices=["identity", "normalize", "zca"], default="zca")
+    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--no-dsa", action="store_true", help="train without DSA augmentation")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", help="default: cuda when available (under torchrun: cuda:LOCAL_RANK)")
+    p.add_argument("-o", "--output", type=Path, help="experts folder (default: experts/<dataset>)")
     p = sub.add_parser("demo", help="tour on a toy task: build, save, load, train, draw, reject a corrupted copy")
     p.add_argument("-o", "--output", type=Path, default=Path("demo-output"))
     p.add_argument("--epochs", type=int, default=30)
@@ -92,10 +118,60 @@ def _run(args: argparse.Namespace) -> int:
         print(f"{dataset}\nPreprocessing: {dataset.preprocessing.kind} (fetched)")
     elif args.command == "evaluate":
         _evaluate(args)
+    elif args.command == "distill":
+        return _distill(args)
+    elif args.command == "experts":
+        return _experts(args)
     elif args.command == "demo":
         from .demo import run_demo
 
         run_demo(args.output, epochs=args.epochs)
+    return 0
+
+
+def _distill(args: argparse.Namespace) -> int:
+    import yaml
+
+    from .distill.recipe import load_recipe, run_recipe
+
+    try:
+        overrides = {}
+        for item in args.set:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise ValueError(f"--set takes KEY=VALUE, got {item!r}")
+            overrides[key] = yaml.safe_load(value)
+        recipe = load_recipe(args.recipe, profile=args.profile, overrides=overrides)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    suffix = "".join(f"-{v}" for v in (args.profile, recipe["parameterization"]["kind"], recipe["objective"]["kind"]) if v)
+    out = args.output or Path("runs") / f"{recipe['name']}{suffix}"
+    dataset = run_recipe(recipe, out, data_root=args.data_root, experts_dir=args.experts_dir, device=args.device,
+                         resume=args.resume, push=args.push)  # fmt: skip
+    metrics = dataset.provenance["metrics"]
+    print(f"{recipe['name']}: test accuracy {100 * metrics['test_accuracy']:.2f} +- {100 * metrics['test_accuracy_std']:.2f} "
+          f"({metrics['runs']} runs x {metrics['epochs']} epochs), selected iteration {dataset.provenance['selected_iteration']}")
+    print(f"wrote {out / 'dataset'}")
+    return 0
+
+
+def _experts(args: argparse.Namespace) -> int:
+    import os
+
+    from .distill.experts import train_experts
+
+    out = args.output or Path("experts") / Path(args.dataset).name
+    options = {k: v for k, v in (("width", args.width), ("depth", args.depth)) if v is not None}
+    try:
+        train_experts(out, dataset=args.dataset, data_root=args.data_root, experts=args.experts, epochs=args.epochs,
+                      net=args.net, net_options=options, preprocessing=args.preprocessing, lr=args.lr,
+                      batch_size=args.batch_size, dsa=not args.no_dsa, seed=args.seed, device=args.device)  # fmt: skip
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if os.environ.get("RANK", "0") == "0":  # torchrun: one line, not one per process
+        print(f"wrote {out}")
     return 0
 
 

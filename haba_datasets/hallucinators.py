@@ -200,3 +200,19 @@ class _SingleConvHallucinator(nn.Module):
 
     def forward(self, bases: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.scale * self.encoder(bases) + self.shift)
+
+
+@register_hallucinators("identity")
+class IdentityHallucinator(HallucinatorBank):
+    """One hallucinator that returns its basis unchanged: a plain-image dataset in this format.
+
+    Stores no parameters, so a plain distilled set (the baseline) costs exactly its images.
+    """
+
+    def __init__(self, count: int, basis_shape: Shape, image_shape: Shape, *, device=None) -> None:
+        super().__init__(count, basis_shape, image_shape)
+        if count != 1 or tuple(basis_shape) != tuple(image_shape):
+            raise ValueError(f"identity takes count 1 and bases shaped like the images, got {count} x {basis_shape} -> {image_shape}")
+
+    def forward_one(self, bases: torch.Tensor, k: int) -> torch.Tensor:
+        return bases

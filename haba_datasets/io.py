@@ -238,6 +238,22 @@ def write_folder(folder: Path, files: dict[str, bytes]) -> None:
         raise
 
 
+def write_file(path: Path, data: bytes) -> None:
+    """Write one file atomically: a temporary sibling, flushed, then renamed over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def _replaceable(folder: Path) -> bool:
     if not folder.is_dir():
         return False

@@ -1,0 +1,372 @@
+"""Expert trajectories for trajectory matching (MTT): networks trained on real data, kept after every epoch.
+
+An expert is a network trained from scratch on the whole preprocessed training split (SGD without
+momentum or weight decay, DSA on every batch). A folder of experts::
+
+    index.json                        settings, parameter shapes, finished experts (validated on reading)
+    preprocessing.safetensors         tensors of the preprocessing (ZCA only)
+    expert_0000.safetensors           ``trajectory``: float32 (epochs + 1, P); row e = the parameters after
+                                      epoch e (row 0: the initialisation), flattened in ``named_parameters()`` order
+    expert_0001.partial.safetensors   the rows of an unfinished expert, continued by the next run
+
+Expert ``i``'s initialisation depends on ``(seed, i)`` only, and its epoch ``e`` (batch order, DSA
+draws) on ``(seed, i, e)`` only: the files do not depend on interruptions or on how many processes
+trained them (under ``torchrun``, rank r trains the experts i with ``i % world_size == r``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save as safetensors_bytes
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .. import io
+from ..augment import DSA
+from ..data import RealData, load_real
+from ..evaluate import as_dataset, train_epoch
+from ..io import FormatError
+from ..nets import create_net, list_nets
+from ..preprocessing import Preprocessing, list_preprocessings, preprocessing_class
+
+FORMAT_NAME = "haba-datasets/experts"
+FORMAT_VERSION = 1
+INDEX = "index.json"
+_KEYS = ("format", "format_version", "dataset", "classes", "image_shape", "net", "net_options", "preprocessing",
+         "parameters", "num_parameters", "epochs", "lr", "batch_size", "dsa", "seed", "experts")  # fmt: skip
+# What a rerun must share with the folder's index.json (the preprocessing is compared by kind and eps).
+_SETTINGS = ("dataset", "classes", "image_shape", "net", "net_options", "epochs", "lr", "batch_size", "dsa", "seed",
+             "parameters")  # fmt: skip
+_FINISHED = re.compile(r"expert_(\d{4,})\.safetensors")
+
+
+def expert_file(expert_id: int, *, partial: bool = False) -> str:
+    """File name of an expert's trajectory (``partial``: of its unfinished rows)."""
+    return f"expert_{expert_id:04d}{'.partial' if partial else ''}.safetensors"
+
+
+def flatten_parameters(net: nn.Module) -> Tensor:
+    """All parameters of ``net`` as one detached vector, in ``named_parameters()`` order."""
+    return nn.utils.parameters_to_vector(net.parameters()).detach()
+
+
+def unflatten(flat: Tensor, shapes: list[tuple[str, tuple[int, ...]]]) -> dict[str, Tensor]:
+    """Views of ``flat`` named and shaped as ``shapes`` (for :func:`torch.func.functional_call`)."""
+    chunks = flat.split([math.prod(shape) for _, shape in shapes])
+    return {name: chunk.view(shape) for (name, shape), chunk in zip(shapes, chunks)}
+
+
+def train_experts(
+    out_dir: str | Path,
+    *,
+    dataset: str | Path,
+    data_root: str | Path | None = None,
+    experts: int = 1,
+    epochs: int = 50,
+    net: str = "ConvNet",
+    net_options: dict | None = None,
+    preprocessing: str = "zca",
+    zca_eps: float = 0.1,
+    lr: float = 0.01,
+    batch_size: int = 256,
+    dsa: bool = True,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+) -> Path:
+    """Train experts ``0 .. experts - 1`` into ``out_dir``; return it.
+
+    Finished experts are kept and unfinished ones continued from their last epoch. A folder that
+    holds experts of other settings raises ``ValueError`` (more experts than before is fine).
+    Launched by ``torchrun``, the processes share the experts (``cuda:LOCAL_RANK`` on GPUs).
+    """
+    if min(experts, epochs, batch_size) < 1 or not (lr > 0 and math.isfinite(lr)):
+        raise ValueError(f"need experts, epochs, batch_size >= 1 and lr > 0; got {experts}, {epochs}, {batch_size}, {lr}")
+    preprocessing_class(preprocessing)
+    out = Path(out_dir)
+    rank, world, device, started = _start_distributed(device)
+    try:
+        real = load_real(dataset, data_root=data_root)
+        settings = {"dataset": real.name, "classes": real.classes, "image_shape": list(real.image_shape), "net": net,
+                    "net_options": dict(net_options or {}), "epochs": epochs, "lr": lr, "batch_size": batch_size,
+                    "dsa": dsa, "seed": seed}  # fmt: skip
+        with torch.device("meta"):
+            params = _net(settings).named_parameters()
+            settings["parameters"] = [[name, list(p.shape)] for name, p in params]
+        config = _start_folder(out, settings, real, preprocessing, zca_eps, rank, world)
+        images, labels = (t.to(device) for t in as_dataset(real.train, _read_preprocessing(out, config)).tensors)
+        for i in range(rank, experts, world):
+            if not (out / expert_file(i)).exists():
+                _train_expert(out, i, config, images, labels, device, progress, rank if world > 1 else None)
+        _barrier(world)
+        if rank == 0:
+            _write_index(out, {**config, "experts": _finished(out)})
+        _barrier(world)  # every process returns once the index lists every expert
+    finally:
+        if started:
+            dist.destroy_process_group()
+    return out
+
+
+class Experts:
+    """A folder written by :func:`train_experts`, validated on opening; trajectories are read on demand."""
+
+    def __init__(self, folder: Path, config: dict, preprocessing: Preprocessing) -> None:
+        self.folder = folder
+        self.config = config
+        self.preprocessing = preprocessing
+        self.parameter_shapes: list[tuple[str, tuple[int, ...]]] = [(n, tuple(s)) for n, s in config["parameters"]]
+        self.num_parameters: int = config["num_parameters"]
+        self.ids: list[int] = list(config["experts"])
+
+    @classmethod
+    def open(cls, folder: str | Path) -> "Experts":
+        """Read ``index.json`` and the preprocessing, and check every finished expert's file header."""
+        folder = Path(folder)
+        config = _read_index(folder)
+        for i in config["experts"]:
+            _read_checked(folder / expert_file(i), {"trajectory": _trajectory_shape(config)}, rows=slice(0, 0))
+        return cls(folder, config, _read_preprocessing(folder, config))
+
+    def __repr__(self) -> str:
+        c = self.config
+        return f"Experts({self.folder}: {len(self.ids)} x {c['epochs']} epochs, {c['net']} on {c['dataset']})"
+
+    def create_net(self) -> nn.Module:
+        """A freshly initialised network of the experts' architecture."""
+        return _net(self.config)
+
+    def trajectory(self, expert_id: int, start: int, stop: int) -> Tensor:
+        """Rows ``start .. stop`` (both included) of an expert's trajectory: float32 ``(stop - start + 1, P)``."""
+        if expert_id not in self.ids:
+            raise ValueError(f"no finished expert {expert_id} in {self.folder} (finished: {self.ids})")
+        if not 0 <= start <= stop <= self.config["epochs"]:
+            raise ValueError(f"need 0 <= start <= stop <= {self.config['epochs']}, got start {start}, stop {stop}")
+        path = self.folder / expert_file(expert_id)
+        spec = {"trajectory": _trajectory_shape(self.config)}
+        return _read_checked(path, spec, rows=slice(start, stop + 1))["trajectory"]
+
+
+def _derived_seed(*keys: int) -> int:
+    """A 63-bit seed that depends on ``keys`` only."""
+    return int.from_bytes(hashlib.sha256(repr(keys).encode()).digest()[:8], "little") >> 1
+
+
+def _net(config: dict) -> nn.Module:
+    channels, size, _ = config["image_shape"]
+    return create_net(config["net"], channels, len(config["classes"]), size, **config["net_options"])
+
+
+def _trajectory_shape(config: dict) -> tuple[int, int]:
+    return config["epochs"] + 1, config["num_parameters"]
+
+
+def _start_distributed(device: torch.device | str | None) -> tuple[int, int, torch.device, bool]:
+    """Rank, world size, device, and whether this call started the process group (under torchrun only)."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1, device, False
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    started = not dist.is_initialized()
+    if started:
+        cuda = device.type == "cuda"
+        dist.init_process_group("nccl" if cuda else "gloo", device_id=device if cuda else None)
+    return dist.get_rank(), dist.get_world_size(), device, started
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        dist.barrier()
+
+
+def _start_folder(out: Path, settings: dict, real: RealData, kind: str, eps: float, rank: int, world: int) -> dict:
+    """Check an existing index.json against ``settings``, or (rank 0) fit the preprocessing and write one."""
+    if (out / INDEX).exists():
+        index = _read_index(out)
+        for key in _SETTINGS:
+            if index[key] != settings[key]:
+                raise ValueError(f"{out / INDEX}: {key} is {index[key]!r} there, {settings[key]!r} here "
+                                 "(use the same settings or another folder)")  # fmt: skip
+        stored, asked = _describe(**index["preprocessing"]), _describe(kind, eps)
+        if stored != asked:
+            raise ValueError(f"{out / INDEX}: preprocessing is {stored} there, {asked} here "
+                             "(use the same settings or another folder)")  # fmt: skip
+    elif rank == 0:
+        prep = real.fit_preprocessing(kind, eps=eps)
+        if prep.tensors():
+            tensors = {k: t.contiguous() for k, t in prep.tensors().items()}
+            io.write_file(out / io.PREPROCESSING, safetensors_bytes(tensors))
+        _write_index(out, {**settings, "preprocessing": prep.config(), "experts": []})
+    _barrier(world)
+    return _read_index(out)
+
+
+def _describe(kind: str, eps: float | None = None, **_) -> str:
+    """A preprocessing's kind and (ZCA) eps: what a rerun must repeat (the fitted values come from the folder)."""
+    return f"{kind} (eps {eps})" if kind == "zca" else kind
+
+
+def _train_expert(out: Path, i: int, config: dict, images: Tensor, labels: Tensor, device: torch.device,
+                  progress: bool, rank: int | None) -> None:  # fmt: skip
+    """Train (or continue) expert ``i``: a partial file after every epoch, the final file at the end."""
+    partial = out / expert_file(i, partial=True)
+    shapes = [(n, tuple(s)) for n, s in config["parameters"]]
+    epochs, seed = config["epochs"], config["seed"]
+    if partial.exists():
+        rows = list(_read_checked(partial, {"trajectory": (None, config["num_parameters"])})["trajectory"])
+        if not 1 <= len(rows) <= epochs + 1:
+            raise FormatError(f"{partial}: {len(rows)} rows for {epochs} epochs (delete it to restart expert {i})")
+        net = _net(config)
+        net.load_state_dict(unflatten(rows[-1], shapes), strict=False)  # parameters only: training ignores buffers
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(_derived_seed(seed, i))
+            net = _net(config)
+        rows = [flatten_parameters(net)]
+    net.to(device)
+    optimizer = torch.optim.SGD(net.parameters(), lr=config["lr"])
+    augment = DSA() if config["dsa"] else None
+    done = ""
+    bar = tqdm(desc=f"expert {i}", initial=len(rows) - 1, total=epochs, unit="epoch", leave=False,
+               disable=not progress or bool(rank))  # fmt: skip
+    for epoch in range(len(rows), epochs + 1):
+        generator = torch.Generator().manual_seed(_derived_seed(seed, i, epoch))  # batch order, then DSA draws
+        order = torch.randperm(len(labels), generator=generator).to(device)
+        batches = ((images[index], labels[index]) for index in order.split(config["batch_size"]))
+        loss, accuracy = train_epoch(net, batches, optimizer, device, augment, generator)
+        rows.append(flatten_parameters(net).cpu())
+        if epoch < epochs:
+            io.write_file(partial, safetensors_bytes({"trajectory": torch.stack(rows)}))
+        bar.set_postfix(loss=f"{loss:.3f}", acc=f"{accuracy:.3f}", refresh=False)
+        bar.update()
+        done = f", last epoch: loss {loss:.4f}, training accuracy {accuracy:.1%}"
+    bar.close()
+    io.write_file(out / expert_file(i), safetensors_bytes({"trajectory": torch.stack(rows)}))
+    partial.unlink(missing_ok=True)
+    if progress:
+        tqdm.write(f"{'' if rank is None else f'[rank {rank}] '}expert {i}: {epochs} epochs{done}")
+
+
+def _finished(out: Path) -> list[int]:
+    return sorted(int(m[1]) for m in map(_FINISHED.fullmatch, os.listdir(out)) if m)
+
+
+def _write_index(out: Path, index: dict) -> None:
+    index = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, **index,
+             "num_parameters": sum(math.prod(shape) for _, shape in index["parameters"])}  # fmt: skip
+    io.write_file(out / INDEX, (json.dumps({k: index[k] for k in _KEYS}, indent=2) + "\n").encode())
+
+
+def _read_index(folder: Path) -> dict:
+    """Read and validate ``folder/index.json``; raise :class:`FormatError` naming the problem."""
+    path = folder / INDEX
+    if not folder.is_dir():
+        raise FormatError(f"{folder}: not a folder")
+    if not path.is_file():
+        raise FormatError(f"{path}: missing (not an experts folder?)")
+    if path.stat().st_size > io.MAX_CONFIG_BYTES:
+        raise FormatError(f"{path}: {path.stat().st_size} bytes, more than the {io.MAX_CONFIG_BYTES} allowed")
+    try:
+        index = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise FormatError(f"{path}: not valid JSON ({err})") from None
+    try:
+        _validate_index(index)
+    except ValueError as err:
+        raise FormatError(f"{path}: {err}") from None
+    return index
+
+
+def _is_int(value, low: int | None = None) -> bool:
+    return type(value) is int and (low is None or value >= low)
+
+
+_CHECKS = {
+    "dataset": ("a name", lambda v: isinstance(v, str)),
+    "classes": ("a list of distinct names", lambda v: isinstance(v, list) and v and all(isinstance(c, str) for c in v)
+                and len(set(v)) == len(v)),
+    "image_shape": ("[channels, height, width]",
+                    lambda v: isinstance(v, list) and len(v) == 3 and all(_is_int(s, 1) for s in v)),
+    "net": (f"one of {list_nets()}", lambda v: v in list_nets()),
+    "net_options": ("an object", lambda v: isinstance(v, dict)),
+    "preprocessing": (f"an object with a kind in {list_preprocessings()}",
+                      lambda v: isinstance(v, dict) and v.get("kind") in list_preprocessings()),
+    "epochs": ("an int >= 1", lambda v: _is_int(v, 1)),
+    "lr": ("a positive number", lambda v: type(v) in (int, float) and math.isfinite(v) and v > 0),
+    "batch_size": ("an int >= 1", lambda v: _is_int(v, 1)),
+    "dsa": ("true or false", lambda v: isinstance(v, bool)),
+    "seed": ("an int", _is_int),
+    "experts": ("a sorted list of distinct ints >= 0", lambda v: isinstance(v, list) and all(_is_int(i, 0) for i in v)
+                and v == sorted(set(v))),
+}  # fmt: skip
+
+
+def _validate_index(index) -> None:
+    if not isinstance(index, dict) or index.get("format") != FORMAT_NAME:
+        raise ValueError(f"'format' must be {FORMAT_NAME!r}")
+    if index.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"unsupported format_version {index.get('format_version')!r} (this library reads {FORMAT_VERSION})")
+    if set(index) != set(_KEYS):
+        missing, extra = sorted(set(_KEYS) - set(index)), sorted(set(index) - set(_KEYS))
+        raise ValueError(f"keys differ from format v1: missing {missing}, unexpected {extra}")
+    for key, (expected, check) in _CHECKS.items():
+        if not check(index[key]):
+            raise ValueError(f"{key!r} must be {expected}, got {index[key]!r}")
+    preprocessing_class(index["preprocessing"]["kind"]).check_config(index["preprocessing"], tuple(index["image_shape"]))
+    with torch.device("meta"):
+        params = [[name, list(p.shape)] for name, p in _net(index).named_parameters()]
+    if index["parameters"] != params:
+        raise ValueError(f"'parameters' do not match the parameters of {index['net']} {index['net_options']}")
+    total = sum(math.prod(shape) for _, shape in params)
+    if index["num_parameters"] != total:
+        raise ValueError(f"'num_parameters' is {index['num_parameters']!r}, the parameters hold {total}")
+
+
+def _read_checked(path: Path, specs: dict[str, tuple[int | None, ...]], rows: slice | None = None) -> dict[str, Tensor]:
+    """The float32 tensors ``specs`` names (shapes; None: any size) from ``path``, checked; NaN/inf rejected.
+
+    ``rows`` reads only those rows of each tensor (``slice(0, 0)``: check the header only).
+    """
+    if not path.is_file():
+        raise FormatError(f"{path}: missing")
+    try:
+        with safe_open(path, framework="pt") as f:
+            if set(f.keys()) != set(specs):
+                raise FormatError(f"{path}: holds tensors {sorted(f.keys())}, expected {sorted(specs)}")
+            for key, shape in specs.items():
+                sl = f.get_slice(key)
+                got = sl.get_shape()
+                if sl.get_dtype() != "F32" or len(got) != len(shape) or any(s not in (None, g) for s, g in zip(shape, got)):
+                    expected = ["any" if s is None else s for s in shape]
+                    raise FormatError(f"{path}: tensor {key!r} is {sl.get_dtype()} {got}, expected F32 {expected}")
+            tensors = {key: f.get_tensor(key) if rows is None else f.get_slice(key)[rows] for key in specs}
+    except SafetensorError as err:
+        raise FormatError(f"{path}: not a valid safetensors file ({err})") from None
+    for key, t in tensors.items():
+        if not bool(torch.isfinite(t).all()):
+            raise FormatError(f"{path}: tensor {key!r} contains NaN or inf")
+    return tensors
+
+
+def _read_preprocessing(folder: Path, config: dict) -> Preprocessing:
+    """The preprocessing ``config`` describes, with its tensors read from ``preprocessing.safetensors``."""
+    prep = config["preprocessing"]
+    cls = preprocessing_class(prep["kind"])
+    shapes = cls.tensor_shapes(prep, tuple(config["image_shape"]))
+    path = folder / (io.PREPROCESSING if shapes else INDEX)
+    tensors = _read_checked(path, shapes) if shapes else {}
+    try:
+        return cls.from_config(prep, tensors)
+    except ValueError as err:
+        raise FormatError(f"{path}: {err}") from None

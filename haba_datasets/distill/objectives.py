@@ -1,0 +1,179 @@
+"""Distillation objectives: given the synthetic data (any :class:`Parameterization`), return a loss.
+
+- :class:`TrajectoryMatching` (MTT): a student unrolled from an expert's epoch ``s`` on synthetic
+  batches must land near the expert's epoch ``s + M``; the student's step size is learned.
+- :class:`DistributionMatching` (DM): class-wise mean features of real and synthetic images under
+  a fresh random network must agree.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+from torch.utils.checkpoint import checkpoint
+
+from ..augment import DSA
+from ..nets import create_net
+from .experts import Experts, unflatten
+from .parameterizations import Parameterization
+
+
+class Objective(nn.Module):
+    """A distillation loss. Learnable values of its own (MTT's step size) come with optimisers."""
+
+    def loss(self, synthetic: Parameterization, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+        """The loss to minimise w.r.t. the synthetic data (and this objective's parameters)."""
+        raise NotImplementedError
+
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        return []
+
+    def after_step(self) -> None:
+        """Called after the optimisers stepped (e.g. to clip a learned value)."""
+
+    @property
+    def learned_lr(self) -> float | None:
+        """The training learning rate this objective learned, if any."""
+        return None
+
+
+class TrajectoryMatching(Objective):
+    """MTT: ``||theta_N - theta*_{s+M}||^2 / ||theta*_s - theta*_{s+M}||^2``.
+
+    The student is a flat parameter vector run through one network with
+    :func:`torch.func.functional_call` (no module is rebuilt per step). Each of ``syn_steps``
+    inner steps draws ``batch_syn`` random items (default all), DSA-augments them and takes
+    ``theta <- theta - alpha * grad CE`` keeping the graph. ``alpha`` starts at ``lr_teacher``,
+    is trained by SGD(``lr_lr``, ``lr_momentum``) and clipped at ``min_lr``. ``checkpoint=True``
+    recomputes every inner step during the backward pass, so memory no longer grows with
+    ``syn_steps`` (same gradients, about one more forward per step).
+    """
+
+    def __init__(
+        self,
+        experts: Experts,
+        *,
+        syn_steps: int,
+        expert_epochs: int,
+        max_start_epoch: int,
+        lr_teacher: float,
+        lr_lr: float,
+        lr_momentum: float = 0.5,
+        min_lr: float = 1e-3,
+        batch_syn: int | None = None,
+        checkpoint: bool = False,
+        augment: DSA | None = None,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        super().__init__()
+        epochs = experts.config["epochs"]
+        if max_start_epoch < 1 or max_start_epoch + expert_epochs > epochs:
+            raise ValueError(f"max_start_epoch {max_start_epoch} + expert_epochs {expert_epochs} must be within the "
+                             f"experts' {epochs} epochs")  # fmt: skip
+        if not experts.ids:
+            raise ValueError(f"no finished expert in {experts.folder}")
+        self.experts = experts
+        self.syn_steps, self.expert_epochs, self.max_start_epoch = syn_steps, expert_epochs, max_start_epoch
+        self.batch_syn, self.checkpoint, self.min_lr = batch_syn, checkpoint, min_lr
+        self.augment = augment or DSA()
+        self.net = experts.create_net().to(device).requires_grad_(False)
+        self.shapes = experts.parameter_shapes
+        self.syn_lr = nn.Parameter(torch.tensor(float(lr_teacher), device=device))
+        self._optimizers = [torch.optim.SGD([self.syn_lr], lr=lr_lr, momentum=lr_momentum)]
+
+    def loss(self, synthetic, generator):
+        expert = self.experts.ids[int(torch.randint(len(self.experts.ids), (1,), generator=generator))]
+        start_epoch = int(torch.randint(self.max_start_epoch, (1,), generator=generator))
+        trajectory = self.experts.trajectory(expert, start_epoch, start_epoch + self.expert_epochs)
+        start, target = trajectory[0].to(self.syn_lr.device), trajectory[-1].to(self.syn_lr.device)
+        theta = start.clone().requires_grad_(True)
+        n = synthetic.num_items
+        for _ in range(self.syn_steps):
+            index = torch.randperm(n, generator=generator)[: self.batch_syn or n].to(self.syn_lr.device)
+            x, y = synthetic.draw(index, generator)
+            x = self.augment(x, generator=generator)
+            if self.checkpoint:
+                theta = checkpoint(self._step, theta, self.syn_lr, x, y, use_reentrant=False)
+            else:
+                theta = self._step(theta, self.syn_lr, x, y)
+        loss = (theta - target).pow(2).sum() / (start - target).pow(2).sum()
+        return loss, {"match": loss.item(), "lr": self.syn_lr.item(), "start_epoch": start_epoch}
+
+    def _step(self, theta: torch.Tensor, lr: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        logits = functional_call(self.net, unflatten(theta, self.shapes), (x,))
+        (grad,) = torch.autograd.grad(F.cross_entropy(logits, y), theta, create_graph=True)
+        return theta - lr * grad
+
+    def optimizers(self):
+        return self._optimizers
+
+    def after_step(self):
+        with torch.no_grad():
+            self.syn_lr.clamp_(min=self.min_lr)
+
+    @property
+    def learned_lr(self):
+        return self.syn_lr.item()
+
+
+class DistributionMatching(Objective):
+    """DM: ``sum_c ||mean f(real_c) - mean f(syn_c)||^2`` for a fresh random network ``f`` per call.
+
+    ``images``/``labels`` are the real training set in model space. Each call draws
+    ``batch_real`` real images per class and every synthetic item (one :meth:`draw` per class),
+    applies ONE DSA draw shared by all of them (the siamese augmentation), and embeds everything in
+    one forward pass of a newly initialised, frozen ``net``.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        num_classes: int,
+        net: str = "ConvNet",
+        net_options: dict | None = None,
+        batch_real: int = 256,
+        augment: DSA | None = None,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        super().__init__()
+        self.images, self.device = images, torch.device(device)
+        self.by_class = [(labels == c).nonzero().flatten() for c in range(num_classes)]
+        if any(len(members) == 0 for members in self.by_class):
+            raise ValueError("every class needs real images")
+        self.num_classes, self.batch_real = num_classes, batch_real
+        self.net_name, self.net_options = net, dict(net_options or {})
+        self.augment = augment or DSA()
+
+    def _fresh_net(self, generator: torch.Generator) -> nn.Module:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
+            channels, size = self.images.shape[1], self.images.shape[2]
+            net = create_net(self.net_name, channels, self.num_classes, size, **self.net_options)
+        return net.to(self.device).requires_grad_(False)
+
+    def loss(self, synthetic, generator):
+        net = self._fresh_net(generator)
+        real = []
+        for members in self.by_class:
+            take = torch.randint(len(members), (self.batch_real,), generator=generator)
+            real.append(self.images[members[take]])
+        syn, syn_labels = [], []
+        for c in range(self.num_classes):
+            index = (synthetic.labels == c).nonzero().flatten()
+            x, y = synthetic.draw(index, generator)
+            syn.append(x)
+            syn_labels.append(y)
+        real = torch.cat(real).to(self.device)
+        syn, syn_labels = torch.cat(syn), torch.cat(syn_labels)
+        draw = self.augment.draw(1, tuple(syn.shape[2:]), device=self.device, generator=generator, shared=True)
+        features = net.embed(draw.apply(torch.cat([real, syn])))
+        real_mean = features[: len(real)].unflatten(0, (self.num_classes, self.batch_real)).mean(1)
+        syn_feat = features[len(real):]
+        counts = torch.bincount(syn_labels, minlength=self.num_classes).clamp(min=1).unsqueeze(1)
+        syn_mean = torch.zeros_like(real_mean).index_add(0, syn_labels, syn_feat) / counts
+        loss = (real_mean - syn_mean).pow(2).sum()
+        return loss, {"match": loss.item()}
