@@ -19,6 +19,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -58,22 +59,28 @@ class FormatError(ValueError):
 
 def read_config(folder: Path) -> dict:
     """Read and validate ``folder/config.json``; raise :class:`FormatError` on any problem."""
-    path = Path(folder) / CONFIG
-    if not Path(folder).is_dir():
+    return read_json(Path(folder), CONFIG, validate_config, what="a factorized dataset folder")
+
+
+def read_json(folder: Path, name: str, validate: Callable[[object], None], *, what: str) -> dict:
+    """Read ``folder/name`` (size-limited JSON) and check it with ``validate`` (which raises
+    ``ValueError``); every problem becomes a :class:`FormatError` naming the file."""
+    path = folder / name
+    if not folder.is_dir():
         raise FormatError(f"{folder}: not a folder")
     if not path.is_file():
-        raise FormatError(f"{path}: missing (not a factorized dataset folder?)")
+        raise FormatError(f"{path}: missing (not {what}?)")
     if path.stat().st_size > MAX_CONFIG_BYTES:
         raise FormatError(f"{path}: {path.stat().st_size} bytes, more than the {MAX_CONFIG_BYTES} allowed")
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
+        value = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise FormatError(f"{path}: not valid JSON ({err})") from None
     try:
-        validate_config(config)
+        validate(value)
     except ValueError as err:
         raise FormatError(f"{path}: {err}") from None
-    return config
+    return value
 
 
 def validate_config(config: dict) -> None:
@@ -158,15 +165,27 @@ def read_tensors(folder: Path, name: str, config: dict, specs: dict[str, tuple[t
         raise FormatError(f"{path}: {size} bytes but config.json records {entry['size']} (truncated or replaced?)")
     if _sha256(path) != entry["sha256"]:
         raise FormatError(f"{path}: checksum differs from config.json (corrupted file)")
+    return read_safetensors(path, specs)
+
+
+def read_safetensors(path: Path, specs: dict[str, tuple[tuple[int | None, ...], torch.dtype]], *,
+                     rows: slice | None = None) -> dict[str, torch.Tensor]:  # fmt: skip
+    """The tensors ``specs`` names (shape, None = any size; dtype) from ``path``, header checked before
+    any data is read; NaN/inf rejected. ``rows`` reads only those rows of each tensor."""
+    if not path.is_file():
+        raise FormatError(f"{path}: missing")
     try:
         with safe_open(path, framework="pt") as f:
             if set(f.keys()) != set(specs):
-                raise FormatError(f"{path}: holds tensors {sorted(f.keys())}, config.json implies {sorted(specs)}")
+                raise FormatError(f"{path}: holds tensors {sorted(f.keys())}, expected {sorted(specs)}")
             for key, (shape, dtype) in specs.items():
                 sl = f.get_slice(key)
-                if tuple(sl.get_shape()) != shape or _DTYPES.get(sl.get_dtype()) != dtype:
-                    raise FormatError(f"{path}: tensor {key!r} is {sl.get_dtype()} {sl.get_shape()}, expected {dtype} {list(shape)}")
-            tensors = {key: f.get_tensor(key) for key in specs}
+                got = sl.get_shape()
+                fits = len(got) == len(shape) and all(s in (None, g) for s, g in zip(shape, got))
+                if not fits or _DTYPES.get(sl.get_dtype()) != dtype:
+                    expected = ["any" if s is None else s for s in shape]
+                    raise FormatError(f"{path}: tensor {key!r} is {sl.get_dtype()} {got}, expected {dtype} {expected}")
+            tensors = {key: f.get_tensor(key) if rows is None else f.get_slice(key)[rows] for key in specs}
     except SafetensorError as err:
         raise FormatError(f"{path}: not a valid safetensors file ({err})") from None
     for key, t in tensors.items():

@@ -12,6 +12,10 @@ SESSION_HF_HOME = tempfile.mkdtemp(prefix="haba-tests-hf-home-")
 atexit.register(shutil.rmtree, SESSION_HF_HOME, True)
 os.environ.update(HF_ENDPOINT=HUB.url, HF_HOME=SESSION_HF_HOME, HF_HUB_DISABLE_XET="1", HF_HUB_OFFLINE="0",
                   HF_DATASETS_OFFLINE="0")  # fmt: skip
+# decoded real datasets go to a cache of this session, never the user's
+SESSION_CACHE = tempfile.mkdtemp(prefix="haba-tests-cache-")
+atexit.register(shutil.rmtree, SESSION_CACHE, True)
+os.environ["HABA_DATASETS_CACHE"] = SESSION_CACHE
 os.environ.pop("HF_TOKEN", None)
 os.environ.pop("HF_HUB_CACHE", None)
 os.environ.pop("HF_DATASETS_CACHE", None)
@@ -36,6 +40,14 @@ def make_dataset(*, n_per_class=2, k=3, shape=(3, 8, 8), basis_shape=None, prepr
         preprocessing=prep, pairing=pairing, device="cpu", learned_lr=0.01,
         provenance={"name": "tiny", "metrics": {"test_accuracy": 0.5}}, **kw,
     )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def real_folder(tmp_path_factory):
+    """A tiny real dataset in the Hub layout (see tests.test_data.tiny_real), one per test module."""
+    from tests.test_data import tiny_real
+
+    return tiny_real(tmp_path_factory.mktemp("real") / "colors")
 
 
 @pytest.fixture

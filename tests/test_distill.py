@@ -19,17 +19,6 @@ from tests.test_data import COLORS, tiny_real
 TINY_NET = {"depth": 1, "width": 8}
 
 
-@pytest.fixture(autouse=True)
-def own_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("HABA_DATASETS_CACHE", str(tmp_path / "cache"))
-
-
-@pytest.fixture(scope="module")
-def real_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("real") / "colors"
-    return tiny_real(folder)
-
-
 @pytest.fixture(scope="module")
 def experts(tmp_path_factory, real_folder):
     folder = tmp_path_factory.mktemp("experts")

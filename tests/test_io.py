@@ -175,7 +175,7 @@ BAD_FOLDERS = {
     "duplicate classes": (_edit_config(classes=["a", "a", "b"]), r"duplicate names"),
     "shape mismatch": (_edit_config(num_bases=7), r"tensor 'bases' is F32 \[6, 3, 8, 8\], expected torch.float32 \[7, 3, 8, 8\]"),
     "dtype mismatch": (_with_tensor("labels", lambda t: t.int()), r"tensor 'labels' is I32"),
-    "missing tensor": (_with_tensor("hallucinators.scale", None), r"holds tensors .* config.json implies"),
+    "missing tensor": (_with_tensor("hallucinators.scale", None), r"holds tensors .* expected"),
     "labels out of range": (_with_tensor("labels", lambda t: t + 5), r"labels outside \[0, 3\)"),
     "nan in bases": (_with_tensor("bases", lambda t: t.index_fill(0, torch.tensor([1]), float("nan"))), r"'bases' contains NaN or inf"),
     "inf in hallucinator": (_with_tensor("hallucinators.shift", lambda t: t + float("inf")), r"'hallucinators.shift' contains NaN or inf"),

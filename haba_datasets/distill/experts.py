@@ -25,7 +25,6 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_bytes
 from torch import Tensor, nn
 from tqdm.auto import tqdm
@@ -270,22 +269,7 @@ def _write_index(out: Path, index: dict) -> None:
 
 def _read_index(folder: Path) -> dict:
     """Read and validate ``folder/index.json``; raise :class:`FormatError` naming the problem."""
-    path = folder / INDEX
-    if not folder.is_dir():
-        raise FormatError(f"{folder}: not a folder")
-    if not path.is_file():
-        raise FormatError(f"{path}: missing (not an experts folder?)")
-    if path.stat().st_size > io.MAX_CONFIG_BYTES:
-        raise FormatError(f"{path}: {path.stat().st_size} bytes, more than the {io.MAX_CONFIG_BYTES} allowed")
-    try:
-        index = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise FormatError(f"{path}: not valid JSON ({err})") from None
-    try:
-        _validate_index(index)
-    except ValueError as err:
-        raise FormatError(f"{path}: {err}") from None
-    return index
+    return io.read_json(folder, INDEX, _validate_index, what="an experts folder")
 
 
 def _is_int(value, low: int | None = None) -> bool:
@@ -334,29 +318,9 @@ def _validate_index(index) -> None:
 
 
 def _read_checked(path: Path, specs: dict[str, tuple[int | None, ...]], rows: slice | None = None) -> dict[str, Tensor]:
-    """The float32 tensors ``specs`` names (shapes; None: any size) from ``path``, checked; NaN/inf rejected.
-
-    ``rows`` reads only those rows of each tensor (``slice(0, 0)``: check the header only).
-    """
-    if not path.is_file():
-        raise FormatError(f"{path}: missing")
-    try:
-        with safe_open(path, framework="pt") as f:
-            if set(f.keys()) != set(specs):
-                raise FormatError(f"{path}: holds tensors {sorted(f.keys())}, expected {sorted(specs)}")
-            for key, shape in specs.items():
-                sl = f.get_slice(key)
-                got = sl.get_shape()
-                if sl.get_dtype() != "F32" or len(got) != len(shape) or any(s not in (None, g) for s, g in zip(shape, got)):
-                    expected = ["any" if s is None else s for s in shape]
-                    raise FormatError(f"{path}: tensor {key!r} is {sl.get_dtype()} {got}, expected F32 {expected}")
-            tensors = {key: f.get_tensor(key) if rows is None else f.get_slice(key)[rows] for key in specs}
-    except SafetensorError as err:
-        raise FormatError(f"{path}: not a valid safetensors file ({err})") from None
-    for key, t in tensors.items():
-        if not bool(torch.isfinite(t).all()):
-            raise FormatError(f"{path}: tensor {key!r} contains NaN or inf")
-    return tensors
+    """The float32 tensors ``specs`` names (shapes; None: any size) from ``path`` (see :func:`io.read_safetensors`;
+    ``rows=slice(0, 0)`` checks the header only)."""
+    return io.read_safetensors(path, {k: (shape, torch.float32) for k, shape in specs.items()}, rows=rows)
 
 
 def _read_preprocessing(folder: Path, config: dict) -> Preprocessing:
