@@ -222,7 +222,7 @@ def test_loop_writes_logs_pictures_best_and_checkpoint(tmp_path):
     assert (tmp_path / "run" / "progress.png").stat().st_size > 0
     best_val = max(r["val_accuracy"] for r in lines if "val_accuracy" in r)
     assert record["val_accuracy"] == best_val and best.provenance["val_accuracy"] == best_val
-    assert best.provenance["iteration"] == record["iteration"]
+    assert best.provenance["iteration"] == record["iteration"] and best.pairing == "random"
     with pytest.raises(FileExistsError, match="resume"):
         run_loop(tmp_path / "run", 6)
 

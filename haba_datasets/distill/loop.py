@@ -77,7 +77,8 @@ def distill(
     progress: bool = True,
 ) -> tuple[FactorizedDataset, dict]:
     """Run ``schedule.iterations`` steps of ``objective`` on ``synthetic``; return the
-    validation-selected dataset and its record (``iteration``, ``val_accuracy``).
+    validation-selected dataset (``pairing="random"``, the evaluation protocol's, as validated)
+    and its record (``iteration``, ``val_accuracy``).
 
     One iteration: zero the optimisers' gradients, ``objective.loss + synthetic.regularizer``,
     backward, step every optimiser, ``objective.after_step()``, then ``synthetic.adversary_step``.
@@ -152,7 +153,8 @@ def distill(
         state["best"] = {"iteration": state["iteration"], "val_accuracy": None}
         snapshot(state["iteration"]).save_pretrained(out / BEST)
     plot_progress(out / LOG, out / "progress.png")
-    return FactorizedDataset.from_pretrained(out / BEST, device="cpu"), {**state["best"], "seconds": state["seconds"]}
+    best = FactorizedDataset.from_pretrained(out / BEST, device="cpu", pairing="random")  # as validated
+    return best, {**state["best"], "seconds": state["seconds"]}
 
 
 def _append(path: Path, state: dict, record: dict) -> None:

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# HaBa against plain images at equal storage and equal iterations, on trajectory matching (MTT) and
+# on distribution matching (DM): CIFAR-10, storage of 10 images per class, the recipe's cpu and
+# cpu-dm profiles; then random real images (ZCA) under the same final protocol. Resumable: finished
+# runs are skipped, an interrupted one continues from its checkpoint. Final evaluation: 1 run x 500
+# epochs of the protocol (seed 0; a run costs 10-30 min on 2 busy cores).
+#   bash recipes/compare.sh [DATA_ROOT]     (default ../shared/data)
+# Runs go to runs/ (experts included); the small results (summary, reports, logs, pictures) are
+# copied to recipes/results/compare/<run>/. Table: python recipes/compare_table.py
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export HABA_DATA_ROOT="${1:-../shared/data}"
+experts=runs/experts/cifar10-ipc10-cpu
+results=recipes/results/compare
+run() {  # run name, profile, parameterisation
+    [[ -f runs/$1/summary.json ]] || haba-datasets distill recipes/cifar10-ipc10.yaml --profile "$2" \
+        --set parameterization.kind="$3" --set evaluation.runs=1 --experts-dir "$experts" -o "runs/$1" --resume
+    mkdir -p "$results/$1/evaluation"
+    cp runs/$1/{summary.json,log.jsonl,progress.png,dataset-grid.png} "$results/$1/"
+    cp runs/$1/evaluation/{report.json,curves.png} "$results/$1/evaluation/"
+}
+run c10-ipc10-mtt-haba cpu haba
+run c10-ipc10-mtt-plain cpu plain
+run c10-ipc10-dm-haba cpu-dm haba
+run c10-ipc10-dm-plain cpu-dm plain
+random=runs/c10-ipc10-random-zca
+[[ -f $random/report.json ]] || haba-datasets evaluate cifar10 --ipc 10 --preprocessing zca --runs 1 --epochs 500 -o $random
+mkdir -p "$results/c10-ipc10-random-zca" && cp $random/{report.json,curves.png} "$results/c10-ipc10-random-zca/"
