@@ -26,3 +26,8 @@ run c10-ipc10-dm-plain cpu-dm plain
 random=runs/c10-ipc10-random-zca
 [[ -f $random/report.json ]] || haba-datasets evaluate cifar10 --ipc 10 --preprocessing zca --runs 1 --epochs 500 -o $random
 mkdir -p "$results/c10-ipc10-random-zca" && cp $random/{report.json,curves.png} "$results/c10-ipc10-random-zca/"
+# The std: every selected dataset again with 3 runs (seeds 0-2) x 500 epochs.
+for r in mtt-haba mtt-plain dm-haba dm-plain; do
+    [[ -f runs/seeds/$r/report.json ]] || haba-datasets evaluate runs/c10-ipc10-$r/dataset --runs 3 --epochs 500 -o runs/seeds/$r
+    mkdir -p "$results/seeds/$r" && cp runs/seeds/$r/{report.json,curves.png} "$results/seeds/$r/"
+done

@@ -39,11 +39,22 @@ def main(folder: str) -> None:
               f"{b['iterations']} | {b['distill_seconds'] / 60:.1f} min | {s['selected_iteration']} ({100 * m['val_accuracy']:.2f}) | "
               f"{100 * seed0:.2f} | "
               f"{100 * m['test_accuracy']:.2f} +- {100 * m['test_accuracy_std']:.2f} ({m['runs']} x {m['epochs']}) |")
-    for path in sorted(Path(folder).glob("*/report.json")):
+    for path in sorted(Path(folder).glob("c*/report.json")):
         r = json.loads(path.read_text())
         acc = r["test_accuracy"]
         print(f"| - | {r['train']} ({r['preprocessing']}) | 307,200 (1.000x) | - | - | - | {100 * acc['runs'][0]:.2f} | "
               f"{100 * acc['mean']:.2f} +- {100 * acc['std']:.2f} ({len(acc['runs'])} x {r['protocol']['epochs']}) |")
+
+    seeds = sorted(Path(folder).glob("seeds/*/report.json"))
+    if seeds:
+        print("\n| selected dataset | test accuracy % (mean +- std) | runs (seeds) x epochs | per run |")
+        print("|---|---|---|---|")
+    for path in seeds:
+        r = json.loads(path.read_text())
+        acc = r["test_accuracy"]
+        runs = ", ".join(f"{100 * a:.2f}" for a in acc["runs"])
+        print(f"| {path.parent.name} | {100 * acc['mean']:.2f} +- {100 * acc['std']:.2f} | {len(acc['runs'])} x "
+              f"{r['protocol']['epochs']} | {runs} |")
 
 
 if __name__ == "__main__":
