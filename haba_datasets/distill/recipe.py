@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from .. import io
 from ..data import RealData, load_real
 from ..evaluate import Protocol, as_dataset, evaluate, real_eval_sets
 from ..factorized import FactorizedDataset
@@ -172,7 +173,7 @@ def run_recipe(
     best.save_pretrained(out / "dataset")
     best.save_grid(out / "dataset-grid.png")
     logger.info("wrote %s (test accuracy %s)", out / "dataset", report)
-    (out / "summary.json").write_text(json.dumps(best.provenance, indent=2) + "\n")
+    io.write_file(out / "summary.json", (json.dumps(best.provenance, indent=2) + "\n").encode())
     if push:
         best.push_to_hub(push)
     return best
