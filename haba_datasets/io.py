@@ -151,13 +151,14 @@ def factor_shapes(config: dict) -> dict[str, tuple[tuple[int, ...], torch.dtype]
     return specs
 
 
-def read_tensors(folder: Path, name: str, config: dict, specs: dict[str, tuple[tuple[int, ...], torch.dtype]]) -> dict[str, torch.Tensor]:
-    """Read ``folder/name`` after checking its size, checksum, header, shapes and dtypes; reject NaN/inf."""
+def read_tensors(folder: Path, name: str, config: dict, specs: dict[str, tuple[tuple[int | None, ...], torch.dtype]]) -> dict[str, torch.Tensor]:
+    """Read ``folder/name`` after checking its size, checksum, header, shapes (None: any size) and
+    dtypes; reject NaN/inf."""
     path = Path(folder) / name
     entry = config["files"][name]
     if not path.is_file():
         raise FormatError(f"{path}: missing")
-    total = sum(math.prod(shape) for shape, _ in specs.values())
+    total = sum(math.prod(s or 1 for s in shape) for shape, _ in specs.values())
     if total > MAX_VALUES_PER_FILE:
         raise FormatError(f"{path}: config.json implies {total} values, more than the {MAX_VALUES_PER_FILE} allowed")
     size = path.stat().st_size

@@ -74,8 +74,8 @@ class Preprocessing(nn.Module):
         _check_keys(config, {"kind"})
 
     @classmethod
-    def tensor_shapes(cls, config: dict, image_shape: tuple[int, int, int]) -> dict[str, tuple[int, ...]]:
-        """Shapes that :meth:`tensors` must have for ``config`` and ``image_shape`` (for validation)."""
+    def tensor_shapes(cls, config: dict, image_shape: tuple[int, int, int]) -> dict[str, tuple[int | None, ...]]:
+        """Shapes that :meth:`tensors` must have for ``config`` and ``image_shape`` (None: any size; for validation)."""
         return {}
 
     @classmethod
@@ -140,17 +140,19 @@ class ZCA(Preprocessing):
 
     ``S, U`` are the eigenvalues and eigenvectors of the unbiased covariance of the training
     images; ``eps`` regularises small eigenvalues. The inverse is ``U diag((S + eps)^1/2) U^T z + mean``.
-    Both matrices are derived (in float64) from the stored eigendecomposition on first use.
+    ``U`` may keep only the top ``K <= D`` eigenvectors (:meth:`truncated`): the other directions
+    count as eigenvalue 0, so ``W = eps^-1/2 I + U (diag((S + eps)^-1/2) - eps^-1/2) U^T``, which is
+    the formula above when ``K = D``. Both matrices are derived (in float64) on first use.
     """
 
     kind = "zca"
 
     def __init__(self, mean: torch.Tensor, eigenvalues: torch.Tensor, eigenvectors: torch.Tensor, eps: float) -> None:
         super().__init__()
-        d = mean.numel()
-        if mean.dim() != 1 or eigenvalues.shape != (d,) or eigenvectors.shape != (d, d):
+        d, k = mean.numel(), eigenvalues.numel()
+        if mean.dim() != 1 or eigenvalues.dim() != 1 or eigenvectors.shape != (d, k) or not 1 <= k <= d:
             raise ValueError(
-                f"ZCA needs mean (D,), eigenvalues (D,), eigenvectors (D, D); got "
+                f"ZCA needs mean (D,), eigenvalues (K,), eigenvectors (D, K) with 1 <= K <= D; got "
                 f"{tuple(mean.shape)}, {tuple(eigenvalues.shape)}, {tuple(eigenvectors.shape)}"
             )
         if not eps > 0:
@@ -175,12 +177,27 @@ class ZCA(Preprocessing):
         eigenvalues, eigenvectors = torch.linalg.eigh(cov)
         return cls(mean, eigenvalues.clamp_min(0), eigenvectors, eps)
 
+    def truncated(self, rank: int) -> "ZCA":
+        """The same whitening with only the ``rank`` largest eigenvalues kept (the rest count as 0).
+
+        Storage falls from ``D x D`` to ``D x rank`` values; a dropped eigenvalue ``s`` changes the
+        gain of its direction by a factor ``(1 + s / eps)^1/2`` (e.g. 0.5% for ``s = eps / 100``).
+        """
+        if not 1 <= rank <= self.eigenvalues.numel():
+            raise ValueError(f"rank must be in [1, {self.eigenvalues.numel()}], got {rank}")
+        top = self.eigenvalues.argsort(descending=True)[:rank].sort().values  # keep eigh's ascending order
+        return ZCA(self.mean, self.eigenvalues[top], self.eigenvectors[:, top], self.eps)
+
     def _whiten_unwhiten(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self._matrices is None:  # reset by _apply when buffers move or change dtype
             u = self.eigenvectors.double()
             s = self.eigenvalues.double() + self.eps
-            dtype = self.mean.dtype
-            self._matrices = ((u * s.rsqrt()) @ u.T).to(dtype), ((u * s.sqrt()) @ u.T).to(dtype)
+            eye = torch.eye(u.shape[0], dtype=u.dtype, device=u.device)
+
+            def matrix(gain: torch.Tensor, rest: float) -> torch.Tensor:  # rest I + U diag(gain - rest) U^T
+                return (rest * eye + (u * (gain - rest)) @ u.T).to(self.mean.dtype)
+
+            self._matrices = matrix(s.rsqrt(), self.eps**-0.5), matrix(s.sqrt(), self.eps**0.5)
         return self._matrices
 
     def _apply(self, fn, recurse=True):  # moving buffers invalidates the cached matrices
@@ -208,9 +225,9 @@ class ZCA(Preprocessing):
             raise ValueError(f"preprocessing 'eps' must be a positive number, got {config['eps']!r}")
 
     @classmethod
-    def tensor_shapes(cls, config: dict, image_shape: tuple[int, int, int]) -> dict[str, tuple[int, ...]]:
+    def tensor_shapes(cls, config: dict, image_shape: tuple[int, int, int]) -> dict[str, tuple[int | None, ...]]:
         d = image_shape[0] * image_shape[1] * image_shape[2]
-        return {"mean": (d,), "eigenvalues": (d,), "eigenvectors": (d, d)}
+        return {"mean": (d,), "eigenvalues": (None,), "eigenvectors": (d, None)}  # K checked by the constructor
 
     @classmethod
     def from_config(cls, config: dict, tensors: dict[str, torch.Tensor]) -> "ZCA":

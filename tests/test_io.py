@@ -48,6 +48,16 @@ def test_preprocessing_file_is_read_on_first_use(saved):
         loaded.preprocessing
 
 
+def test_truncated_zca_round_trips_in_a_smaller_file(tmp_path, saved, dataset):
+    low = dataset.preprocessing.truncated(20)
+    folder = make_dataset(preprocessing=low).save_pretrained(tmp_path / "low")
+    loaded = FactorizedDataset.from_pretrained(folder).preprocessing
+    assert loaded.eigenvectors.shape == (192, 20)
+    x = torch.rand(4, 3, 8, 8)
+    assert torch.equal(loaded(x), low(x))
+    assert (folder / "preprocessing.safetensors").stat().st_size < (saved / "preprocessing.safetensors").stat().st_size / 5
+
+
 def test_identity_preprocessing_has_no_tensor_file(tmp_path):
     folder = make_dataset(preprocessing=Identity()).save_pretrained(tmp_path / "plain")
     assert not (folder / "preprocessing.safetensors").exists()
@@ -136,6 +146,17 @@ def _with_tensor(key, value):
     return edit
 
 
+def _zca_rank_above_dimension(folder):
+    tensors = load_file(folder / "preprocessing.safetensors")
+    tensors["eigenvalues"] = torch.ones(193)
+    tensors["eigenvectors"] = torch.zeros(192, 193)
+    data = st_bytes(tensors)
+    (folder / "preprocessing.safetensors").write_bytes(data)
+    config = _config(folder)
+    config["files"]["preprocessing.safetensors"] = io.file_entry(data)
+    _write_config(folder, config)
+
+
 def _pickle_instead(folder):
     data = pickle.dumps({"bases": [1, 2, 3]})
     (folder / "factors.safetensors").write_bytes(data)
@@ -162,6 +183,7 @@ BAD_FOLDERS = {
     "corrupted factors": (_flip_last_byte, r"factors.safetensors: checksum differs"),
     "pickle, not safetensors": (_pickle_instead, r"factors.safetensors: not a valid safetensors file"),
     "header beyond file": (_bad_header, r"factors.safetensors: not a valid safetensors file"),
+    "zca rank above D": (_zca_rank_above_dimension, r"preprocessing.safetensors: ZCA needs .*1 <= K <= D"),
     "unknown version": (_edit_config(format_version=2), r"unsupported format_version 2"),
     "not our format": (_edit_config(format="something-else"), r"'format' must be"),
     "unknown architecture": (_edit_config(hallucinators__architecture="gan"), r"unknown hallucinator architecture 'gan'"),

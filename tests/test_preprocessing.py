@@ -38,6 +38,28 @@ def test_zca_whitens():
     assert torch.cov(strong(images).reshape(len(images), -1).T).diagonal().max() < 0.5
 
 
+def test_truncated_zca_keeps_the_top_eigenvalues_and_stays_invertible():
+    images = _correlated_images()
+    zca = ZCA.fit(images, eps=0.01)
+    x = images[:20]
+    torch.testing.assert_close(zca.truncated(32)(x), zca(x), rtol=1e-4, atol=1e-4)  # K = D: the same transform
+    low = zca.truncated(4)
+    assert low.eigenvectors.shape == (32, 4) and torch.equal(low.eigenvalues, zca.eigenvalues.sort().values[-4:])
+    torch.testing.assert_close(low.inverse(low(x)), x, rtol=1e-4, atol=1e-5)
+    # a dropped direction u (eigenvalue s) is scaled by eps^-1/2 instead of (s + eps)^-1/2
+    s, u = zca.eigenvalues[0].double(), zca.eigenvectors[:, 0].double()
+    along = (low(zca.mean.view(1, 2, 4, 4) + u.float().view(1, 2, 4, 4)) - low(zca.mean.view(1, 2, 4, 4))).flatten()
+    torch.testing.assert_close(along.double(), u * 0.01**-0.5, rtol=1e-3, atol=1e-3)
+    assert abs(float(zca(zca.mean.view(1, 2, 4, 4) + u.float().view(1, 2, 4, 4)).flatten() @ u.float())
+               - float((s + 0.01) ** -0.5)) < 1e-2  # fmt: skip
+    rebuilt = ZCA.from_config(low.config(), low.tensors())
+    torch.testing.assert_close(rebuilt(x), low(x))
+    with pytest.raises(ValueError, match="rank must be in"):
+        zca.truncated(33)
+    with pytest.raises(ValueError, match=r"eigenvectors \(D, K\)"):
+        ZCA(zca.mean, zca.eigenvalues[:3], zca.eigenvectors[:, :4], 0.1)
+
+
 def test_zca_matrices_follow_device_moves():
     zca = ZCA.fit(torch.rand(50, 1, 3, 3))
     x = torch.rand(2, 1, 3, 3)
