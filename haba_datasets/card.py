@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import yaml
+
 from huggingface_hub import DatasetCard, DatasetCardData
 
 from .io import PREVIEW
@@ -51,10 +53,9 @@ def dataset_card(config: dict, storage, repo_id: str | None = None, export: dict
         "## How it was made",
         "",
     ]
-    made = {k: v for k, v in prov.items() if k not in ("name", "license", "metrics")}
-    lines += _table(made) if made else ["No provenance recorded."]
-    lines += ["", "## Metrics", ""]
-    lines += _table(prov["metrics"]) if prov.get("metrics") else ["No metrics recorded."]
+    lines += _provenance(prov)
+    lines += ["", "## Results", ""]
+    lines += _results(prov.get("metrics") or {}, prov.get("reference"))
     lines += [
         "",
         "## How to load",
@@ -94,7 +95,46 @@ def dataset_card(config: dict, storage, repo_id: str | None = None, export: dict
     return str(DatasetCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n"))
 
 
+def _provenance(prov: dict) -> list[str]:
+    """Scalars and small objects as a list; the recipe (a nested settings tree) as YAML."""
+    lines = [f"- {k}: {_value(v)}" for k, v in prov.items() if k not in _OWN_SECTIONS]
+    if isinstance(prov.get("recipe"), dict):
+        lines += ["", "The recipe, as run:", "", "```yaml", yaml.safe_dump(prov["recipe"], sort_keys=False).strip(), "```"]
+    return lines or ["No provenance recorded."]
+
+
+def _results(metrics: dict, reference) -> list[str]:
+    """Measured test accuracy (mean +- std, protocol) next to the paper's number, then other metrics."""
+    if not metrics:
+        return ["No metrics recorded."]
+    lines = []
+    if "test_accuracy" in metrics:
+        std = f" +- {_percent(metrics['test_accuracy_std'])}" if "test_accuracy_std" in metrics else ""
+        protocol = f"{metrics.get('model', '?')}, {metrics.get('runs', '?')} runs x {metrics.get('epochs', '?')} epochs"
+        lines += ["| | test accuracy (%) | protocol |", "|---|---|---|",
+                  f"| this dataset | {_percent(metrics['test_accuracy'])}{std} | {protocol} |"]  # fmt: skip
+        if isinstance(reference, dict):
+            lines.append(f"| {reference.get('method', 'reference')} (paper) | {_percent(reference.get('test_accuracy'))} "
+                         f"| {reference.get('protocol', '')} |")  # fmt: skip
+        lines.append("")
+    rest = {k: v for k, v in metrics.items() if k not in _SUMMARISED}
+    return lines + (_table(rest) if rest else [])
+
+
+_OWN_SECTIONS = {"name", "license", "metrics", "reference", "recipe"}
+_SUMMARISED = {"test_accuracy", "test_accuracy_std", "runs", "epochs", "model"}
+
+
+def _percent(value) -> str:
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return f"{100 * value:.2f}" if is_number else str(value)
+
+
+def _value(value) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
 def _table(values: dict) -> list[str]:
     rows = ["| key | value |", "|---|---|"]
-    rows += [f"| {k} | {json.dumps(v) if not isinstance(v, str) else v} |" for k, v in values.items()]
+    rows += [f"| {k} | {_value(v)} |" for k, v in values.items()]
     return rows

@@ -87,7 +87,8 @@ def resolve(
     """Find a dataset: a local folder, else a Hub dataset repo id (``user/name``), else a zoo name.
 
     A zoo name falls back to the copy bundled with the package when the Hub cannot be reached
-    and nothing is cached (and no ``revision`` was asked for). Raises :class:`HubError`.
+    and nothing is cached, or when its repo is not on the Hub endpoint in use (and no
+    ``revision`` was asked for). Raises :class:`HubError`.
     """
     path = Path(name_or_path)
     if path.is_dir():
@@ -107,8 +108,9 @@ def resolve(
         config = Path(hf_hub_download(filename="config.json", revision=revision, force_download=force_download, **kwargs))
     except Exception as err:  # noqa: BLE001 - transport errors come from the client's HTTP library
         bundled = ZOO_DIR / name
-        if _unavailable(err) and name in ZOO and revision is None and bundled.is_dir():
-            logger.warning("%s: not cached and the Hub is unreachable; using the copy bundled with haba-datasets", where)
+        unpublished = isinstance(err, (RepositoryNotFoundError, EntryNotFoundError))  # not (yet) on this endpoint
+        if (_unavailable(err) or unpublished) and name in ZOO and revision is None and bundled.is_dir():
+            logger.warning("%s: %s; using the copy bundled with haba-datasets", where, _reason(err, "config.json"))
             return Source(bundled, f"copy of zoo dataset {name!r} bundled with haba-datasets")
         raise HubError(f"could not load {name!r}: {tried}: {_reason(err, 'config.json')}") from err
     commit = config.parent.name  # the cache keeps each commit's files in snapshots/<commit>/

@@ -135,7 +135,7 @@ def test_card_has_metadata_metrics_and_loading_instructions(hub, pushed):
     assert card.data.license == "unknown" and card.data.task_categories == ["image-classification"]
     assert {"dataset-distillation", "haba"} <= set(card.data.tags) and card.data.pretty_name == "tiny"
     assert card.data.configs[0]["data_files"][0]["path"] == "data/train-00000-of-00001.parquet"
-    assert "| test_accuracy | 0.5 |" in card.text and "![" in card.text and "preview.png" in card.text
+    assert "| this dataset | 50.00 |" in card.text and "![" in card.text and "preview.png" in card.text
     assert f'FactorizedDataset.from_pretrained("{REPO}")' in card.text and f'load_dataset("{REPO}"' in card.text
     assert "2.000x" in card.text  # storage ratio of make_dataset's factors
 
@@ -241,6 +241,18 @@ def test_zoo_name_uses_the_hub_then_the_bundled_copy(hub, pushed, tmp_path, monk
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     with pytest.raises(HubError, match="503"):
         _load(REPO)  # a repo id has no bundled copy
+
+
+def test_zoo_name_not_yet_on_the_hub_uses_the_bundled_copy(hub, tmp_path, monkeypatch, caplog):
+    bundled = make_dataset(seed=9)
+    _zoo(monkeypatch, tmp_path / "zoo", bundled)  # REPO was never pushed to this Hub
+    with caplog.at_level(logging.WARNING, logger="haba_datasets"):
+        _same(_load("tiny-ipc2"), bundled)
+    assert "repository not found" in caplog.text and "bundled" in caplog.text
+    with pytest.raises(HubError, match="repository not found"):
+        _load(REPO)  # the repo id itself still fails clearly
+    with pytest.raises(HubError, match="repository not found"):
+        _load("tiny-ipc2", revision="v1")  # and a pinned revision is never served from the bundle
 
 
 def test_unreachable_hub_falls_back_to_the_cache_then_the_bundle(hub, pushed, tmp_path):

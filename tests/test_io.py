@@ -67,10 +67,22 @@ def test_identity_preprocessing_has_no_tensor_file(tmp_path):
 def test_card_and_config_describe_the_dataset(saved, dataset):
     card = (saved / "README.md").read_text()
     assert card.startswith("---\n") and "dataset-distillation" in card and "image-classification" in card
-    assert "test_accuracy" in card and "from_pretrained" in card and f"{dataset.storage.ratio:.3f}x" in card
+    assert "| this dataset | 50.00 |" in card and "from_pretrained" in card and f"{dataset.storage.ratio:.3f}x" in card
     config = _config(saved)
     assert config["format_version"] == 1 and config["hallucinators"] == {"architecture": "haba-conv", "count": 3, "options": {}}
     assert config["preprocessing"] == {"kind": "zca", "eps": 0.1}
+
+
+def test_card_states_recipe_budget_selection_and_accuracy_next_to_the_paper(tmp_path):
+    dataset = make_dataset()
+    dataset.provenance.update(recipe={"objective": {"kind": "mtt"}}, budget={"iterations": 300}, selected_iteration=250,
+                              reference={"method": "HaBa on MTT", "test_accuracy": 0.699, "protocol": "5 runs x 1000 epochs"})
+    dataset.provenance["metrics"].update(test_accuracy_std=0.0027, runs=3, epochs=500, model="ConvNet", val_accuracy=0.49)
+    card = (dataset.save_pretrained(tmp_path / "d") / "README.md").read_text()
+    assert "```yaml\nobjective:\n  kind: mtt\n```" in card
+    assert '- budget: {"iterations": 300}' in card and "- selected_iteration: 250" in card
+    assert "| this dataset | 50.00 +- 0.27 | ConvNet, 3 runs x 500 epochs |" in card
+    assert "| HaBa on MTT (paper) | 69.90 | 5 runs x 1000 epochs |" in card and "| val_accuracy | 0.49 |" in card
 
 
 def test_save_replaces_a_previous_save_and_keeps_no_temporary_folders(tmp_path, saved):
