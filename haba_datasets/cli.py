@@ -38,8 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dataset", help="real dataset to test on (default: the factorized dataset's provenance)")
     p.add_argument("--ipc", type=int, help="real subsets: images per class (default: the whole training split)")
     p.add_argument("--model", default="ConvNet", help="network name (see haba_datasets.nets.list_nets)")
-    p.add_argument("--runs", type=int, default=5)
-    p.add_argument("--epochs", type=int, default=1000)
+    p.add_argument("--runs", type=int, help="default: the protocol recorded in the dataset's metrics, else 5")
+    p.add_argument("--epochs", type=int, help="default: the protocol recorded in the dataset's metrics, else 1000")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--lr", type=float, help="default: the dataset's learned lr, else 0.01")
     p.add_argument("--no-dsa", action="store_true", help="train without DSA augmentation")
@@ -175,6 +175,12 @@ def _experts(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recorded(metrics, key: str) -> int | None:
+    """A protocol setting from a dataset's recorded metrics (downloaded JSON: checked), else None."""
+    value = metrics.get(key) if isinstance(metrics, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 100_000 else None
+
+
 def _evaluate(args: argparse.Namespace) -> None:
     from .data import REAL_DATASETS, load_real
     from .evaluate import Protocol, as_dataset, evaluate, real_eval_sets
@@ -200,6 +206,10 @@ def _evaluate(args: argparse.Namespace) -> None:
         setting = {"train": f"{args.name} ({len(train)} items, pairing {args.pairing})", "dataset": name,
                    "preprocessing": preprocessing.kind, "learned_lr": train.learned_lr}  # fmt: skip
         lr = args.lr or train.learned_lr
+        recorded = train.provenance.get("metrics")
+        args.runs = args.runs or _recorded(recorded, "runs")
+        args.epochs = args.epochs or _recorded(recorded, "epochs")
+    args.runs, args.epochs = args.runs or 5, args.epochs or 1000
     val, test = real_eval_sets(real, preprocessing)
     protocol = Protocol(epochs=args.epochs, batch_size=args.batch_size, lr=lr or 0.01, dsa=not args.no_dsa,
                         curve_points=args.curve_points)  # fmt: skip
