@@ -264,6 +264,7 @@ def write_recipe(path, objective="dm"):
         "experts": {"count": 1, "epochs": 2, "net_options": TINY_NET, "batch_size": 16},
         "schedule": {"iterations": 100, "eval_every": 2, "eval_epochs": 3, "checkpoint_every": 2},
         "evaluation": {"runs": 5, "epochs": 1000},
+        "reference": {"HaBa on MTT": 0.7},
         "profiles": {"cpu": {"schedule": {"iterations": 4}, "evaluation": {"runs": 2, "epochs": 3}}},
     }  # fmt: skip
     path.write_text(yaml.safe_dump(recipe))
@@ -281,6 +282,8 @@ def test_load_recipe_profiles_overrides_and_errors(tmp_path):
         load_recipe(path, overrides={"objective.kind": "dc"})
     with pytest.raises(ValueError, match="unknown keys \\['iterations'\\]"):
         load_recipe(path, overrides={"iterations": 3})
+    with pytest.raises(ValueError, match="'reference' maps method names"):
+        load_recipe(path, overrides={"reference.DM": 48.9})  # a percentage, not a fraction
 
 
 @pytest.mark.parametrize("objective", ["dm", "mtt"])
@@ -295,7 +298,9 @@ def test_recipe_runs_end_to_end(tmp_path, objective):
     assert saved.provenance["budget"]["iterations"] == 4 and saved.provenance["recipe"]["profile"] == "cpu"
     assert saved.bases.shape == (3, 3, 8, 8) and saved.hallucinators.count == 2
     assert torch.equal(saved.bases, dataset.bases)
-    assert "test_accuracy" in (tmp_path / "out" / "dataset" / "README.md").read_text()
+    card = (tmp_path / "out" / "dataset" / "README.md").read_text()
+    assert f"| this dataset | {100 * metrics['test_accuracy']:.2f} +- " in card and "| HaBa on MTT (published) | 70.00 |" in card
+    assert saved.provenance["reference"] == {"HaBa on MTT": 0.7} and "reference" not in saved.provenance["recipe"]
     if objective == "mtt":
         assert Experts.open(tmp_path / "out" / "experts").ids == [0]
         assert saved.learned_lr is not None

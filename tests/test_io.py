@@ -76,13 +76,14 @@ def test_card_and_config_describe_the_dataset(saved, dataset):
 def test_card_states_recipe_budget_selection_and_accuracy_next_to_the_paper(tmp_path):
     dataset = make_dataset()
     dataset.provenance.update(recipe={"objective": {"kind": "mtt"}}, budget={"iterations": 300}, selected_iteration=250,
-                              reference={"method": "HaBa on MTT", "test_accuracy": 0.699, "protocol": "5 runs x 1000 epochs"})
+                              reference={"HaBa on MTT": 0.699, "DM": 0.489})
     dataset.provenance["metrics"].update(test_accuracy_std=0.0027, runs=3, epochs=500, model="ConvNet", val_accuracy=0.49)
     card = (dataset.save_pretrained(tmp_path / "d") / "README.md").read_text()
     assert "```yaml\nobjective:\n  kind: mtt\n```" in card
     assert '- budget: {"iterations": 300}' in card and "- selected_iteration: 250" in card
     assert "| this dataset | 50.00 +- 0.27 | ConvNet, 3 runs x 500 epochs |" in card
-    assert "| HaBa on MTT (paper) | 69.90 | 5 runs x 1000 epochs |" in card and "| val_accuracy | 0.49 |" in card
+    assert "| HaBa on MTT (published) | 69.90 | as published |" in card and "| DM (published) | 48.90 |" in card
+    assert "| val_accuracy | 0.49 |" in card
 
 
 def test_save_replaces_a_previous_save_and_keeps_no_temporary_folders(tmp_path, saved):

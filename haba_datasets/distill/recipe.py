@@ -31,8 +31,8 @@ from .parameterizations import HaBa, Parameterization, PlainImages
 logger = logging.getLogger(__name__)
 
 _KEYS = {"name", "dataset", "ipc", "preprocessing", "seed", "parameterization", "objective", "experts", "schedule",
-         "evaluation", "profiles"}  # fmt: skip
-_REQUIRED = _KEYS - {"experts", "profiles"}
+         "evaluation", "reference", "profiles"}  # fmt: skip
+_REQUIRED = _KEYS - {"experts", "reference", "profiles"}
 
 
 def load_recipe(path: str | Path, *, profile: str | None = None, overrides: dict | None = None) -> dict:
@@ -60,6 +60,9 @@ def load_recipe(path: str | Path, *, profile: str | None = None, overrides: dict
         kind = recipe[section].get("kind") if isinstance(recipe[section], dict) else None
         if kind not in allowed:
             raise ValueError(f"{path}: {section}.kind must be one of {allowed}, got {kind!r}")
+    reference = recipe.get("reference", {})
+    if not (isinstance(reference, dict) and all(isinstance(v, (int, float)) and 0 <= v <= 1 for v in reference.values())):
+        raise ValueError(f"{path}: 'reference' maps method names to published test accuracies in [0, 1]")
     if recipe["objective"]["kind"] == "mtt" and not isinstance(recipe.get("experts"), dict):
         raise ValueError(f"{path}: an mtt recipe needs an 'experts' section (count, epochs)")
     return recipe
@@ -163,12 +166,13 @@ def run_recipe(
     best.provenance = {
         "name": recipe["name"],
         "dataset": recipe["dataset"],
-        "recipe": {k: v for k, v in recipe.items() if k != "name"},
+        "recipe": {k: v for k, v in recipe.items() if k not in ("name", "reference")},
         "budget": {"iterations": schedule.iterations, "distill_seconds": round(record["seconds"], 1),
                    "device": str(device), "experts": len(experts.ids) if experts else None},
         "selected_iteration": record["iteration"],
         "metrics": {"val_accuracy": record["val_accuracy"], "test_accuracy": report.mean, "test_accuracy_std": report.std,
                     "runs": ev["runs"], "epochs": ev["epochs"], "model": "ConvNet"},
+        "reference": recipe.get("reference", {}),
     }  # fmt: skip
     best.save_pretrained(out / "dataset")
     best.save_grid(out / "dataset-grid.png")
