@@ -30,10 +30,11 @@ from .io import FormatError
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-#: Short zoo names -> the project's Hub dataset repos (filled as datasets are published).
-ZOO: dict[str, str] = {}
-#: Copies of zoo datasets shipped inside the package (``ZOO_DIR / name``), used when the Hub is
-#: unreachable and nothing is cached.
+#: Short zoo names -> the project's Hub dataset repos. Each is made by ``recipes/<name>.yaml`` and
+#: bundled in ``ZOO_DIR`` (its card states the recipe, budget and measured accuracy).
+ZOO: dict[str, str] = {name: f"haba-datasets/{name}" for name in (
+    "cifar10-ipc1", "cifar10-ipc10", "cifar10-ipc50", "fashion_mnist-ipc1", "fashion_mnist-ipc10")}  # fmt: skip
+#: Copies of zoo datasets shipped inside the package (``ZOO_DIR / name``): what a zoo name loads.
 ZOO_DIR = Path(__file__).parent / "zoo"
 REPO_TYPE = "dataset"
 
@@ -84,11 +85,11 @@ def resolve(
     local_files_only: bool = False,
     token: str | bool | None = None,
 ) -> Source:
-    """Find a dataset: a local folder, else a Hub dataset repo id (``user/name``), else a zoo name.
+    """Find a dataset: a local folder, else a zoo name, else a Hub dataset repo id (``user/name``).
 
-    A zoo name falls back to the copy bundled with the package when the Hub cannot be reached
-    and nothing is cached, or when its repo is not on the Hub endpoint in use (and no
-    ``revision`` was asked for). Raises :class:`HubError`.
+    A zoo name is served from the copy bundled with the package (no network); it goes to its Hub
+    repo only when a ``revision`` or ``force_download`` asks for the Hub, or when this install has
+    no bundled copy. Raises :class:`HubError`.
     """
     path = Path(name_or_path)
     if path.is_dir():
@@ -96,6 +97,9 @@ def resolve(
             raise ValueError(f"revision={revision!r} applies to Hub repos, but {str(path)!r} is a local folder")
         return Source(path, f"local folder {str(path)!r}")
     name = str(name_or_path)
+    bundled = ZOO_DIR / name
+    if name in ZOO and revision is None and not force_download and bundled.is_dir():
+        return Source(bundled, f"zoo dataset {name!r} as bundled with haba-datasets")
     repo_id = ZOO.get(name, name)
     if name not in ZOO and not _is_repo_id(name):
         known = ", ".join(sorted(ZOO)) or "none published yet"
@@ -107,11 +111,6 @@ def resolve(
     try:
         config = Path(hf_hub_download(filename="config.json", revision=revision, force_download=force_download, **kwargs))
     except Exception as err:  # noqa: BLE001 - transport errors come from the client's HTTP library
-        bundled = ZOO_DIR / name
-        unpublished = isinstance(err, (RepositoryNotFoundError, EntryNotFoundError))  # not (yet) on this endpoint
-        if (_unavailable(err) or unpublished) and name in ZOO and revision is None and bundled.is_dir():
-            logger.warning("%s: %s; using the copy bundled with haba-datasets", where, _reason(err, "config.json"))
-            return Source(bundled, f"copy of zoo dataset {name!r} bundled with haba-datasets")
         raise HubError(f"could not load {name!r}: {tried}: {_reason(err, 'config.json')}") from err
     commit = config.parent.name  # the cache keeps each commit's files in snapshots/<commit>/
     description = f"{where}, commit {commit[:10]}"
@@ -155,14 +154,6 @@ def push_files(
     except (HfHubHTTPError, HFValidationError, OSError, RuntimeError) as err:  # LFS failures come as RuntimeError
         target = f"Hub dataset repo {repo_id!r} (revision {revision or 'main'!r}) on {constants.ENDPOINT}"
         raise HubError(f"could not push to {target}; nothing was committed: {_reason(err)}") from err
-
-
-def _unavailable(err: BaseException) -> bool:
-    """Whether a download failed because the Hub could not serve (offline, unreachable, 5xx)."""
-    if isinstance(err, (LocalEntryNotFoundError, OfflineModeIsEnabled)):
-        return True
-    response = getattr(err, "response", None)
-    return isinstance(err, HfHubHTTPError) and response is not None and response.status_code >= 500
 
 
 def _is_repo_id(name: str) -> bool:

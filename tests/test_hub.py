@@ -1,11 +1,9 @@
 """Publishing and fetching through the real huggingface_hub / datasets clients, over HTTP, against
 the loopback Hub in tests/hub_server.py (started by the ``hub`` fixture)."""
 
-import logging
 import os
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -16,7 +14,7 @@ from haba_datasets import FactorizedDataset, FormatError, hub as hub_module
 from haba_datasets.cli import main
 from haba_datasets.hub import HubError
 from haba_datasets.viz import to_pil
-from tests.conftest import CLASSES, make_dataset, use_hf_home
+from tests.conftest import CLASSES, make_dataset
 
 REPO = "alice/tiny"
 TOKEN = "hf_test_write"
@@ -222,44 +220,43 @@ def _zoo(monkeypatch, folder, dataset):
     dataset.save_pretrained(folder / "tiny-ipc2")
 
 
-def test_zoo_name_uses_the_hub_then_the_bundled_copy(hub, pushed, tmp_path, monkeypatch, caplog):
+def test_zoo_name_loads_the_bundled_copy_without_the_network(hub, pushed, tmp_path, monkeypatch):
     bundled = make_dataset(seed=9)
     _zoo(monkeypatch, tmp_path / "zoo", bundled)
-    _same(_load("tiny-ipc2"), pushed)  # reachable: the Hub copy
-    use_hf_home(monkeypatch, tmp_path / "fresh-home")  # nothing cached ...
-    monkeypatch.setattr(time, "sleep", lambda seconds: None)  # the client backs off between retries
-    hub.fail("HEAD", "/resolve/", 503, times=100)  # ... and the Hub is down
-    with caplog.at_level(logging.WARNING, logger="haba_datasets"):
-        _same(_load("tiny-ipc2"), bundled)
-    assert "bundled" in caplog.text
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # ... or offline
     before = len(hub.requests)
     _same(_load("tiny-ipc2"), bundled)
-    assert len(hub.requests) == before
-    with pytest.raises(HubError, match="tiny-ipc2.*not in the local cache"):
-        _load("tiny-ipc2", revision="v1")  # a pinned revision is never served from the bundle
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    with pytest.raises(HubError, match="503"):
-        _load(REPO)  # a repo id has no bundled copy
+    assert len(hub.requests) == before  # not even a HEAD request
+    _same(_load("tiny-ipc2", revision="main"), pushed)  # a revision asks for the Hub repo
+    _same(_load("tiny-ipc2", force_download=True), pushed)  # so does force_download
+    monkeypatch.setattr(hub_module, "ZOO_DIR", tmp_path / "elsewhere")  # an install without the bundle
+    _same(_load("tiny-ipc2"), pushed)
 
 
-def test_zoo_name_not_yet_on_the_hub_uses_the_bundled_copy(hub, tmp_path, monkeypatch, caplog):
-    bundled = make_dataset(seed=9)
-    _zoo(monkeypatch, tmp_path / "zoo", bundled)  # REPO was never pushed to this Hub
-    with caplog.at_level(logging.WARNING, logger="haba_datasets"):
-        _same(_load("tiny-ipc2"), bundled)
-    assert "repository not found" in caplog.text and "bundled" in caplog.text
-    with pytest.raises(HubError, match="repository not found"):
-        _load(REPO)  # the repo id itself still fails clearly
-    with pytest.raises(HubError, match="repository not found"):
-        _load("tiny-ipc2", revision="v1")  # and a pinned revision is never served from the bundle
+def test_zoo_name_without_bundle_or_hub_says_what_was_tried(hub, tmp_path, monkeypatch):
+    monkeypatch.setitem(hub_module.ZOO, "tiny-ipc2", REPO)  # never pushed, nothing bundled
+    monkeypatch.setattr(hub_module, "ZOO_DIR", tmp_path / "zoo")
+    with pytest.raises(HubError, match=f"'tiny-ipc2'.*{REPO}.*repository not found"):
+        _load("tiny-ipc2")
+    with pytest.raises(HubError, match="not a local folder, a zoo name \\(known: .*cifar10-ipc10"):
+        _load("no-such-name")
 
 
-def test_unreachable_hub_falls_back_to_the_cache_then_the_bundle(hub, pushed, tmp_path):
+def test_every_zoo_entry_is_bundled_and_valid():
+    for name, repo_id in hub_module.ZOO.items():
+        dataset = FactorizedDataset.from_pretrained(name)
+        prov = dataset.provenance
+        assert repo_id == f"haba-datasets/{name}" and prov["name"] == name
+        assert {"recipe", "budget", "selected_iteration", "reference"} <= set(prov)
+        assert {"test_accuracy", "test_accuracy_std", "runs", "epochs", "command"} <= set(prov["metrics"])
+        card = (hub_module.ZOO_DIR / name / "README.md").read_text()
+        assert f"| this dataset | {100 * prov['metrics']['test_accuracy']:.2f} +- " in card
+        dataset.preprocessing  # the tensors validate too
+
+
+def test_unreachable_hub_serves_the_cache_and_zoo_names_their_bundle(hub, pushed, tmp_path):
     _load().preprocessing  # cached
     bundled = tmp_path / "zoo"
     make_dataset(seed=9).save_pretrained(bundled / "tiny-ipc2")
-    make_dataset(seed=9).save_pretrained(bundled / "cached-ipc2")
     code = f"""
 import time
 from pathlib import Path
@@ -279,9 +276,8 @@ for name in ({REPO!r}, "cached-ipc2", "tiny-ipc2", "alice/never-fetched"):
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
     assert lines[0] == f"{REPO} zca {pushed.bases.sum().item()!r}"  # from the cache
-    assert lines[1] == f"cached-ipc2 zca {pushed.bases.sum().item()!r}"  # the cache beats the bundle
-    assert lines[2] == f"tiny-ipc2 zca {make_dataset(seed=9).bases.sum().item()!r}"  # the bundled copy ...
-    assert out.stderr.count("bundled with haba-datasets") == 1  # ... with a log message
+    assert lines[1] == f"cached-ipc2 zca {pushed.bases.sum().item()!r}"  # a zoo name without a bundle: the cache
+    assert lines[2] == f"tiny-ipc2 zca {make_dataset(seed=9).bases.sum().item()!r}"  # the bundled copy
     assert lines[3].startswith("alice/never-fetched HubError") and "could not be reached" in lines[3]
 
 

@@ -1,0 +1,78 @@
+"""Put a recipe run's dataset into the package zoo, then record the zoo measurement on its card.
+
+    python recipes/zoo.py bundle NAME RUN_DIR --runs 3 --epochs 500 [--zca-rank 512]
+    haba-datasets evaluate NAME --data-root ../shared/data -o recipes/results/zoo/NAME
+    python recipes/zoo.py record NAME recipes/results/zoo/NAME/report.json
+
+``bundle`` copies ``RUN_DIR/dataset`` to ``haba_datasets/zoo/NAME``: the same factors, the ZCA
+(if any) truncated to its top ``--zca-rank`` eigenvectors (3072 x 3072 floats are 38 MB; see
+``ZCA.truncated``), the recipe's published numbers, and the protocol the card will be measured with
+(``haba-datasets evaluate NAME`` then uses it by default). The test accuracy the recipe run measured
+before truncation is dropped: the card states only what is measured on the bundled files.
+``record`` writes the evaluation report's mean +- std into the card, after checking that the report
+is about NAME with that protocol.
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+from haba_datasets import FactorizedDataset
+from haba_datasets.distill.recipe import load_recipe
+from haba_datasets.hub import ZOO, ZOO_DIR
+from haba_datasets.preprocessing import ZCA
+
+RECIPES = Path(__file__).parent
+
+
+def bundle(name: str, run: Path, runs: int, epochs: int, zca_rank: int | None) -> Path:
+    dataset = FactorizedDataset.from_pretrained(run / "dataset", device="cpu")
+    if dataset.provenance.get("name") != name:
+        raise SystemExit(f"error: {run} holds {dataset.provenance.get('name')!r}, not {name!r}")
+    if isinstance(dataset.preprocessing, ZCA) and zca_rank:
+        dataset = FactorizedDataset(dataset.bases, dataset.labels, dataset.hallucinators, dataset.classes,
+                                    preprocessing=dataset.preprocessing.truncated(zca_rank), pairing=dataset.pairing,
+                                    device="cpu", learned_lr=dataset.learned_lr,
+                                    provenance={**dataset.provenance, "zca_rank": zca_rank})  # fmt: skip
+    metrics = dataset.provenance["metrics"]
+    dataset.provenance["metrics"] = {"val_accuracy": metrics["val_accuracy"], "runs": runs, "epochs": epochs,
+                                     "model": metrics["model"]}  # fmt: skip
+    dataset.provenance["reference"] = load_recipe(RECIPES / f"{name}.yaml").get("reference", {})
+    return dataset.save_pretrained(ZOO_DIR / name)
+
+
+def record(name: str, report_path: Path) -> Path:
+    dataset = FactorizedDataset.from_pretrained(ZOO_DIR / name, device="cpu")
+    report = json.loads(report_path.read_text())
+    metrics = dataset.provenance["metrics"]
+    accuracy = report["test_accuracy"]
+    measured = (len(accuracy["runs"]), report["protocol"]["epochs"], report["model"])
+    if not report["train"].startswith(f"{name} ") or measured != (metrics["runs"], metrics["epochs"], metrics["model"]):
+        raise SystemExit(f"error: {report_path} measured {report['train']!r} with {measured}, "
+                         f"the card asks for {name} with {(metrics['runs'], metrics['epochs'], metrics['model'])}")  # fmt: skip
+    metrics.update(test_accuracy=accuracy["mean"], test_accuracy_std=accuracy["std"],
+                   command=f"haba-datasets evaluate {name} --data-root ../shared/data")  # fmt: skip
+    return dataset.save_pretrained(ZOO_DIR / name)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("bundle")
+    p.add_argument("name", choices=sorted(ZOO))
+    p.add_argument("run", type=Path, help="a `haba-datasets distill` output folder")
+    p.add_argument("--runs", type=int, required=True)
+    p.add_argument("--epochs", type=int, required=True)
+    p.add_argument("--zca-rank", type=int, default=512)
+    p = sub.add_parser("record")
+    p.add_argument("name", choices=sorted(ZOO))
+    p.add_argument("report", type=Path, help="report.json of `haba-datasets evaluate NAME`")
+    args = parser.parse_args()
+    if args.command == "bundle":
+        print("wrote", bundle(args.name, args.run, args.runs, args.epochs, args.zca_rank))
+    else:
+        print("wrote", record(args.name, args.report))
+
+
+if __name__ == "__main__":
+    main()
