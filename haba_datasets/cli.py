@@ -218,6 +218,12 @@ def _evaluate(args: argparse.Namespace) -> None:
     stem = Path(str(args.name)).name + (f"-ipc{args.ipc}" if args.ipc else "")
     paths = report.save(args.output or Path("evaluation") / f"{stem}-{args.model}")
     print(f"{setting['train']}, {args.model}, {args.epochs} epochs: {report}")
+    recorded = train.provenance.get("metrics") if isinstance(train, FactorizedDataset) else None
+    if isinstance(recorded, dict) and isinstance(recorded.get("test_accuracy"), (int, float)):
+        std = recorded.get("test_accuracy_std")
+        std = f" +- {100 * std:.2f}" if isinstance(std, (int, float)) else ""
+        print(f"the dataset's card records {100 * recorded['test_accuracy']:.2f}{std} "
+              f"({recorded.get('runs', '?')} runs x {recorded.get('epochs', '?')} epochs)")  # fmt: skip
     print("wrote " + ", ".join(map(str, paths)))
 
 

@@ -98,12 +98,15 @@ def test_cli_evaluates_a_factorized_dataset_with_its_learned_lr(colors, capsys):
     report = json.loads((out / "report.json").read_text())
     assert report["protocol"]["lr"] == 0.02 and report["dataset"] == "colors" and report["preprocessing"] == "normalize"
     # without --runs/--epochs: the protocol the dataset's metrics record (checked: bad values fall back to 5 runs)
-    for recorded, runs, epochs in (({"runs": 2, "epochs": 7}, 2, 7), ({"runs": "many", "epochs": 3}, 5, 3)):
+    recorded = {"runs": 2, "epochs": 7, "test_accuracy": 0.5, "test_accuracy_std": 0.01}
+    for recorded, runs, epochs in ((recorded, 2, 7), ({"runs": "many", "epochs": 3}, 5, 3)):
         dataset.provenance["metrics"] = recorded
         dataset.save_pretrained(folder)
+        capsys.readouterr()
         assert main(["evaluate", str(folder), "--data-root", str(colors), "--model", "ConvNetW32", "-o", str(out)]) == 0
         report = json.loads((out / "report.json").read_text())
         assert len(report["test_accuracy"]["runs"]) == runs and report["protocol"]["epochs"] == epochs
+        assert ("the dataset's card records 50.00 +- 1.00 (2 runs x 7 epochs)" in capsys.readouterr().out) == (runs == 2)
     with pytest.raises(SystemExit, match="--dataset"):
         FactorizedDataset(norm(pick.floats()), pick.labels, bank, COLORS, preprocessing=norm, device="cpu").save_pretrained(colors / "anon")
         main(["evaluate", str(colors / "anon"), "--data-root", str(colors), "--epochs", "1"])
