@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--revision", help="branch to commit to (created if needed)")
     p.add_argument("--message", help="commit message")
     p.add_argument("--token", help="Hub token (default: HF_TOKEN or the saved login)")
-    p = sub.add_parser("download", help="fetch a dataset (repo id or zoo name) into the Hugging Face cache")
+    p = sub.add_parser("download", help="fetch a dataset (repo id, or zoo name with --revision) into the Hugging Face cache")
     p.add_argument("name")
     p.add_argument("--revision", help="branch, tag or commit")
     p.add_argument("--cache-dir", type=Path)
