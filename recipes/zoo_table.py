@@ -1,0 +1,64 @@
+"""The one results table of recipes/README.md: every zoo entry and every baseline measured on this
+machine, per setting, with the published numbers, the command and the budget behind each figure.
+
+    python recipes/zoo_table.py
+"""
+
+import json
+from pathlib import Path
+
+from haba_datasets.hub import ZOO, ZOO_DIR
+
+RESULTS = Path(__file__).parent / "results"
+BASELINES = "bash recipes/baselines.sh"
+COMPARE = "bash recipes/compare.sh"
+#: Baselines per zoo setting: (what, evaluation report folder, the command that wrote it, the run with its budget).
+MEASURED = {
+    "cifar10-ipc1": [("random real images (normalize)", "baselines/cifar10-ipc1", BASELINES, None)],
+    "cifar10-ipc10": [
+        ("random real images (normalize)", "baselines/cifar10-ipc10", BASELINES, None),
+        ("random real images (ZCA)", "compare/c10-ipc10-random-zca", COMPARE, None),
+        ("plain images, MTT (`cpu`)", "compare/seeds/mtt-plain", COMPARE, "compare/c10-ipc10-mtt-plain"),
+        ("plain images, DM (`cpu-dm`)", "compare/seeds/dm-plain", COMPARE, "compare/c10-ipc10-dm-plain"),
+        ("HaBa, DM (`cpu-dm`)", "compare/seeds/dm-haba", COMPARE, "compare/c10-ipc10-dm-haba"),
+    ],
+    "cifar10-ipc50": [("random real images (normalize)", "baselines/cifar10-ipc50", BASELINES, None)],
+    "fashion_mnist-ipc1": [("random real images (normalize)", "baselines/fmnist-ipc1", BASELINES, None)],
+    "fashion_mnist-ipc10": [("random real images (normalize)", "baselines/fmnist-ipc10", BASELINES, None)],
+}
+
+
+def accuracy(mean: float, std: float, runs: int, epochs: int) -> str:
+    return f"{100 * mean:.2f} +- {100 * std:.2f} ({runs} x {epochs})"
+
+
+def distilled(budget: dict, selected: int, val: float) -> str:
+    experts = f", {budget['experts']} experts" if budget.get("experts") else ""
+    return (f"{budget['iterations']} iterations in {budget['distill_seconds'] / 60:.0f} min{experts}; "
+            f"iteration {selected} selected (validation {100 * val:.2f})")  # fmt: skip
+
+
+def main() -> None:
+    print("| setting | training data | test accuracy %, mean +- std (runs x epochs) | published (paper) | budget | command |")
+    print("|---|---|---|---|---|---|")
+    for name in ZOO:
+        prov = json.loads((ZOO_DIR / name / "config.json").read_text())["provenance"]
+        m, recipe = prov["metrics"], prov["recipe"]
+        published = ", ".join(f"{method} {100 * acc:.1f}" for method, acc in prov["reference"].items())
+        what = f"**zoo `{name}`**: {recipe['parameterization']['kind']}, {recipe['objective']['kind']} (`{recipe['profile']}`)"
+        budget = distilled(prov["budget"], prov["selected_iteration"], m["val_accuracy"])
+        print(f"| {name} | {what} | **{accuracy(m['test_accuracy'], m['test_accuracy_std'], m['runs'], m['epochs'])}** | "
+              f"{published} | {budget} | `{m['command']}` |")  # fmt: skip
+        for what, folder, command, run in MEASURED[name]:
+            report = json.loads((RESULTS / folder / "report.json").read_text())
+            acc = report["test_accuracy"]
+            budget = f"evaluation {report['seconds'] / 60:.0f} min"
+            if run:
+                summary = json.loads((RESULTS / run / "summary.json").read_text())
+                budget = distilled(summary["budget"], summary["selected_iteration"], summary["metrics"]["val_accuracy"])
+            print(f"| {name} | {what} | {accuracy(acc['mean'], acc['std'], len(acc['runs']), report['protocol']['epochs'])} "
+                  f"| | {budget} | `{command}` |")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
