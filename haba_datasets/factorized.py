@@ -382,13 +382,12 @@ class FactorizedDataset(VisionDataset):
         """Load a factorized dataset from a local folder, a Hub dataset repo or the zoo.
 
         ``name_or_path`` is tried, in order, as a local folder written by :meth:`save_pretrained`;
-        a Hub dataset repo id (``"user/name"``); a zoo name (``"cifar10-ipc10"``, see
-        ``haba_datasets.hub.ZOO``). Hub files go through ``huggingface_hub``'s cache (``HF_HOME``,
-        ``HF_HUB_OFFLINE`` and ``HF_ENDPOINT`` apply; ``revision``, ``cache_dir``,
+        a zoo name (``"cifar10-ipc10"``, see ``haba_datasets.hub.ZOO``), served from the copy
+        bundled with the package unless ``revision`` or ``force_download`` asks for its Hub repo;
+        a Hub dataset repo id (``"user/name"``). Hub files go through ``huggingface_hub``'s cache
+        (``HF_HOME``, ``HF_HUB_OFFLINE`` and ``HF_ENDPOINT`` apply; ``revision``, ``cache_dir``,
         ``force_download``, ``local_files_only`` and ``token`` are passed on); only the config and
-        the factors are downloaded, the preprocessing tensors (ZCA) when first used. A zoo
-        dataset falls back to the copy bundled with the package when the Hub cannot be reached
-        and nothing is cached.
+        the factors are downloaded, the preprocessing tensors (ZCA) when first used.
 
         Everything is validated before tensors are built. A file that fails raises
         :class:`~haba_datasets.io.FormatError` naming it (a Hub file is downloaded again once
