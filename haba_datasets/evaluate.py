@@ -252,5 +252,7 @@ def evaluate(
     for run in tqdm(range(runs), desc="runs", disable=not progress):
         results.append(train_and_test(train, test, num_classes=num_classes, model=model, protocol=protocol,
                                       val=val, seed=seed + run, device=device, progress=progress))  # fmt: skip
-    info = {"model": model, "protocol": asdict(protocol), "seed": seed, **(setting or {})}
+    # CPU results are bit-identical across processes only for the same torch build and thread count
+    environment = {"torch": torch.__version__, "threads": torch.get_num_threads()}
+    info = {"model": model, "protocol": asdict(protocol), "seed": seed, "environment": environment, **(setting or {})}
     return Report(info, results, time.perf_counter() - start)

@@ -50,7 +50,7 @@ def record(name: str, report_path: Path) -> Path:
     if not report["train"].startswith(f"{name} ") or measured != (metrics["runs"], metrics["epochs"], metrics["model"]):
         raise SystemExit(f"error: {report_path} measured {report['train']!r} with {measured}, "
                          f"the card asks for {name} with {(metrics['runs'], metrics['epochs'], metrics['model'])}")  # fmt: skip
-    metrics.update(test_accuracy=accuracy["mean"], test_accuracy_std=accuracy["std"],
+    metrics.update(test_accuracy=accuracy["mean"], test_accuracy_std=accuracy["std"], torch_threads=report["environment"]["threads"],
                    command=f"haba-datasets evaluate {name} --data-root ../shared/data")  # fmt: skip
     return dataset.save_pretrained(ZOO_DIR / name)
 

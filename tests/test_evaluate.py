@@ -43,6 +43,7 @@ def test_a_tiny_evaluation_learns_an_easy_task(tmp_path):
     report_path, png = report.save(tmp_path / "out")
     saved = json.loads(report_path.read_text())
     assert saved["test_accuracy"]["runs"] == report.accuracies and saved["protocol"]["epochs"] == 30
+    assert saved["environment"] == {"torch": torch.__version__, "threads": torch.get_num_threads()}
     assert Report.load(report_path).to_json() == saved
     with Image.open(png) as picture:
         assert picture.width > 500
