@@ -8,6 +8,7 @@ import yaml
 
 from huggingface_hub import DatasetCard, DatasetCardData
 
+from .hub import ZOO
 from .io import PREVIEW
 
 
@@ -64,7 +65,7 @@ def dataset_card(config: dict, storage, repo_id: str | None = None, export: dict
         "from torch.utils.data import DataLoader",
         "from haba_datasets import FactorizedDataset",
         "",
-        f"dataset = FactorizedDataset.from_pretrained({json.dumps(repo_id or 'path/to/this/folder')})",
+        f"dataset = FactorizedDataset.from_pretrained({json.dumps(repo_id or _zoo_name(prov) or 'path/to/this/folder')})",
         "loader = DataLoader(dataset, batch_size=256, shuffle=True)  # (image, label) batches",
         "test_transform = dataset.real_transform  # real images -> this dataset's model space",
         "```",
@@ -93,6 +94,12 @@ def dataset_card(config: dict, storage, repo_id: str | None = None, export: dict
             "```",
         ]
     return str(DatasetCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n"))
+
+
+def _zoo_name(prov: dict) -> str | None:
+    """The zoo name a dataset is published under (its card then shows the short name)."""
+    name = prov.get("name")
+    return name if isinstance(name, str) and name in ZOO else None
 
 
 def _provenance(prov: dict) -> list[str]:

@@ -29,7 +29,7 @@ def test_zoo_entry_is_bundled_with_a_complete_card(name, monkeypatch):
     assert metrics["command"] == f"haba-datasets evaluate {name} --data-root ../shared/data"
     card = (hub.ZOO_DIR / name / "README.md").read_text()
     assert f"| this dataset | {100 * metrics['test_accuracy']:.2f} +- {100 * metrics['test_accuracy_std']:.2f} |" in card
-    assert "(published)" in card and "The recipe, as run:" in card
+    assert "(published)" in card and "The recipe, as run:" in card and f'from_pretrained("{name}")' in card
     images, labels = next(iter(DataLoader(dataset, batch_size=8, shuffle=True)))
     assert images.shape == (8, *dataset.hallucinators.image_shape) and images.isfinite().all()
     assert labels.max() < len(dataset.classes) and dataset.preprocessing.inverse(images).isfinite().all()
