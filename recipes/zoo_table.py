@@ -1,10 +1,12 @@
 """The one results table of recipes/README.md: every zoo entry and every baseline measured on this
 machine, per setting, with the published numbers, the command and the budget behind each figure.
 
-    python recipes/zoo_table.py
+    python recipes/zoo_table.py            # the full table (recipes/README.md)
+    python recipes/zoo_table.py --short    # one row per zoo entry (README.md)
 """
 
 import json
+import sys
 from pathlib import Path
 
 from haba_datasets.hub import ZOO, ZOO_DIR
@@ -38,6 +40,20 @@ def distilled(budget: dict, selected: int, val: float) -> str:
             f"iteration {selected} selected (validation {100 * val:.2f})")  # fmt: skip
 
 
+def short() -> None:
+    print("| name | made by | stored (vs plain images) | test accuracy %, mean +- std (runs x epochs) | published (paper) |")
+    print("|---|---|---|---|---|")
+    for name in ZOO:
+        config = json.loads((ZOO_DIR / name / "config.json").read_text())
+        prov, m = config["provenance"], config["provenance"]["metrics"]
+        recipe, hall = prov["recipe"], config["hallucinators"]
+        made = f"{recipe['parameterization']['kind']} on {recipe['objective']['kind']}, `{recipe['profile']}` profile"
+        size = f"{config['num_bases']} bases x {hall['count']} hallucinators"
+        published = ", ".join(f"{method} {100 * acc:.1f}" for method, acc in prov["reference"].items())
+        print(f"| `{name}` | {made} | {size} | {accuracy(m['test_accuracy'], m['test_accuracy_std'], m['runs'], m['epochs'])} "
+              f"| {published} |")  # fmt: skip
+
+
 def main() -> None:
     print("| setting | training data | test accuracy %, mean +- std (runs x epochs) | published (paper) | budget | command |")
     print("|---|---|---|---|---|---|")
@@ -61,4 +77,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    short() if "--short" in sys.argv[1:] else main()
