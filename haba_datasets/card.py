@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import yaml
-
 from huggingface_hub import DatasetCard, DatasetCardData
 
 from .hub import ZOO

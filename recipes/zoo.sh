@@ -15,14 +15,17 @@ distill() {  # run folder, recipe name, more `distill` arguments (a later --prof
     local run=$1 name=$2; shift 2
     [[ -f $run/summary.json ]] || haba-datasets distill recipes/$name.yaml --profile cpu --set evaluation.runs=1 -o $run --resume "$@"
 }
+keep() {  # a run's small results: run folder, destination
+    mkdir -p "$2/evaluation"
+    cp $1/{summary.json,log.jsonl,progress.png,dataset-grid.png} "$2/"
+    cp $1/evaluation/{report.json,curves.png} "$2/evaluation/"
+}
 publish() {  # name, run folder, runs, epochs
     local name=$1 run=$2 out=recipes/results/zoo/$1
     python recipes/zoo.py bundle "$name" "$run" --runs "$3" --epochs "$4"
     [[ -f $out/report.json ]] || haba-datasets evaluate "$name" --data-root "$root" -o "$out"
     python recipes/zoo.py record "$name" "$out/report.json"
-    mkdir -p "$out/run/evaluation"
-    cp $run/{summary.json,log.jsonl,progress.png,dataset-grid.png} "$out/run/"
-    cp $run/evaluation/{report.json,curves.png} "$out/run/evaluation/"
+    keep "$run" "$out/run"
 }
 distill runs/c10-ipc10-mtt-haba cifar10-ipc10 --experts-dir $cifar
 distill runs/zoo/cifar10-ipc1 cifar10-ipc1 --experts-dir $cifar --set experts.epochs=6
@@ -41,4 +44,5 @@ publish cifar10-ipc1 runs/zoo/cifar10-ipc1 3 500
 publish fashion_mnist-ipc10 runs/zoo/fashion_mnist-ipc10 3 500
 publish fashion_mnist-ipc1 runs/zoo/fashion_mnist-ipc1 3 500
 publish cifar10-ipc50 "$ipc50" 3 300
+keep runs/zoo/cifar10-ipc50 recipes/results/zoo/cifar10-ipc50/candidate-haba-mtt
 python recipes/zoo_table.py

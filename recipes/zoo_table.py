@@ -24,7 +24,11 @@ MEASURED = {
         ("plain images, DM (`cpu-dm`)", "compare/seeds/dm-plain", COMPARE, "compare/c10-ipc10-dm-plain"),
         ("HaBa, DM (`cpu-dm`)", "compare/seeds/dm-haba", COMPARE, "compare/c10-ipc10-dm-haba"),
     ],
-    "cifar10-ipc50": [("random real images (normalize)", "baselines/cifar10-ipc50", BASELINES, None)],
+    "cifar10-ipc50": [
+        ("random real images (normalize)", "baselines/cifar10-ipc50", BASELINES, None),
+        ("HaBa, MTT (`cpu`, 200 iterations): the candidate not kept", "zoo/cifar10-ipc50/candidate-haba-mtt/evaluation",
+         "bash recipes/zoo.sh", "zoo/cifar10-ipc50/candidate-haba-mtt"),
+    ],
     "fashion_mnist-ipc1": [("random real images (normalize)", "baselines/fmnist-ipc1", BASELINES, None)],
     "fashion_mnist-ipc10": [("random real images (normalize)", "baselines/fmnist-ipc10", BASELINES, None)],
 }
@@ -40,15 +44,23 @@ def distilled(budget: dict, selected: int, val: float) -> str:
             f"iteration {selected} selected (validation {100 * val:.2f})")  # fmt: skip
 
 
+KINDS = {"haba": "HaBa", "plain": "plain images", "mtt": "MTT", "dm": "DM"}
+
+
+def made_by(recipe: dict) -> str:
+    return f"{KINDS[recipe['parameterization']['kind']]} on {KINDS[recipe['objective']['kind']]} (`{recipe['profile']}`)"
+
+
 def short() -> None:
-    print("| name | made by | stored (vs plain images) | test accuracy %, mean +- std (runs x epochs) | published (paper) |")
+    print("| name | made by | stored | test accuracy %, mean +- std (runs x epochs) | published (paper) |")
     print("|---|---|---|---|---|")
     for name in ZOO:
         config = json.loads((ZOO_DIR / name / "config.json").read_text())
         prov, m = config["provenance"], config["provenance"]["metrics"]
         recipe, hall = prov["recipe"], config["hallucinators"]
-        made = f"{recipe['parameterization']['kind']} on {recipe['objective']['kind']}, `{recipe['profile']}` profile"
-        size = f"{config['num_bases']} bases x {hall['count']} hallucinators"
+        made = made_by(recipe)
+        size = (f"{config['num_bases']} images" if hall["architecture"] == "identity"
+                else f"{config['num_bases']} bases x {hall['count']} hallucinators")  # fmt: skip
         published = ", ".join(f"{method} {100 * acc:.1f}" for method, acc in prov["reference"].items())
         print(f"| `{name}` | {made} | {size} | {accuracy(m['test_accuracy'], m['test_accuracy_std'], m['runs'], m['epochs'])} "
               f"| {published} |")  # fmt: skip
@@ -61,7 +73,7 @@ def main() -> None:
         prov = json.loads((ZOO_DIR / name / "config.json").read_text())["provenance"]
         m, recipe = prov["metrics"], prov["recipe"]
         published = ", ".join(f"{method} {100 * acc:.1f}" for method, acc in prov["reference"].items())
-        what = f"**zoo `{name}`**: {recipe['parameterization']['kind']}, {recipe['objective']['kind']} (`{recipe['profile']}`)"
+        what = f"**zoo `{name}`**: {made_by(recipe)}"
         budget = distilled(prov["budget"], prov["selected_iteration"], m["val_accuracy"])
         print(f"| {name} | {what} | **{accuracy(m['test_accuracy'], m['test_accuracy_std'], m['runs'], m['epochs'])}** | "
               f"{published} | {budget} | `{m['command']}` |")  # fmt: skip
