@@ -193,7 +193,7 @@ def _evaluate(args: argparse.Namespace) -> None:
         train = as_dataset(split, preprocessing)
         what = f"{args.name} {'whole training split' if args.ipc is None else f'random real, IPC {args.ipc}'}"
         setting = {"train": what, "dataset": args.name, "ipc": args.ipc, "preprocessing": args.preprocessing}
-        lr = args.lr
+        lr, recorded = args.lr, None
     else:
         train = FactorizedDataset.from_pretrained(args.name, revision=args.revision, device=args.device, pairing=args.pairing)
         name = args.dataset or train.provenance.get("dataset")
@@ -206,7 +206,7 @@ def _evaluate(args: argparse.Namespace) -> None:
         setting = {"train": f"{args.name} ({len(train)} items, pairing {args.pairing})", "dataset": name,
                    "preprocessing": preprocessing.kind, "learned_lr": train.learned_lr}  # fmt: skip
         lr = args.lr or train.learned_lr
-        recorded = train.provenance.get("metrics")
+        recorded = train.provenance.get("metrics")  # downloaded JSON: every use checks types
         args.runs = args.runs or _recorded(recorded, "runs")
         args.epochs = args.epochs or _recorded(recorded, "epochs")
     args.runs, args.epochs = args.runs or 5, args.epochs or 1000
@@ -218,7 +218,6 @@ def _evaluate(args: argparse.Namespace) -> None:
     stem = Path(str(args.name)).name + (f"-ipc{args.ipc}" if args.ipc else "")
     paths = report.save(args.output or Path("evaluation") / f"{stem}-{args.model}")
     print(f"{setting['train']}, {args.model}, {args.epochs} epochs: {report}")
-    recorded = train.provenance.get("metrics") if isinstance(train, FactorizedDataset) else None
     if isinstance(recorded, dict) and isinstance(recorded.get("test_accuracy"), (int, float)):
         std = recorded.get("test_accuracy_std")
         std = f" +- {100 * std:.2f}" if isinstance(std, (int, float)) else ""

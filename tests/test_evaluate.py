@@ -99,9 +99,9 @@ def test_cli_evaluates_a_factorized_dataset_with_its_learned_lr(colors, capsys):
     report = json.loads((out / "report.json").read_text())
     assert report["protocol"]["lr"] == 0.02 and report["dataset"] == "colors" and report["preprocessing"] == "normalize"
     # without --runs/--epochs: the protocol the dataset's metrics record (checked: bad values fall back to 5 runs)
-    recorded = {"runs": 2, "epochs": 7, "test_accuracy": 0.5, "test_accuracy_std": 0.01}
-    for recorded, runs, epochs in ((recorded, 2, 7), ({"runs": "many", "epochs": 3}, 5, 3)):
-        dataset.provenance["metrics"] = recorded
+    card = {"runs": 2, "epochs": 7, "test_accuracy": 0.5, "test_accuracy_std": 0.01}
+    for metrics, runs, epochs in ((card, 2, 7), ({"runs": "many", "epochs": 3}, 5, 3)):
+        dataset.provenance["metrics"] = metrics
         dataset.save_pretrained(folder)
         capsys.readouterr()
         assert main(["evaluate", str(folder), "--data-root", str(colors), "--model", "ConvNetW32", "-o", str(out)]) == 0
