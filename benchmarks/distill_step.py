@@ -1,13 +1,18 @@
-"""Seconds per distillation iteration and peak memory: MTT (full unroll vs checkpointed) and DM,
-HaBa vs plain images, at the CIFAR-10 IPC 1 and IPC 10 settings.
+"""Seconds per distillation iteration and peak memory of the loop's own step
+(:func:`haba_datasets.distill.loop.distill_step`), at the settings of the CIFAR-10 recipes.
 
-Every setting runs in a fresh subprocess so its peak memory is its own: on CUDA the peak of
-``torch.cuda.max_memory_allocated`` during the steps; on a CPU the growth of the process's peak
-resident memory (``ru_maxrss``) over what it held before the first step. MTT uses expert
-trajectories of random parameters (timings do not depend on their values) and the paper's
-``syn_steps`` unless ``--syn-steps`` is given.
+Cases: the recipes' paper settings (IPC 1: 50 inner steps, IPC 10: 30; width 128; 5
+hallucinators; ``batch_syn`` all) and their ``cpu`` profiles, for HaBa and plain images, MTT with
+the full unroll and checkpointed, and DM (the ``cpu-dm`` profile). The variants of
+``benchmarks/_variants.py`` (``before``, ``allocator``, ``norm``, ``after``) are A/B'd in one run,
+alternating fresh subprocesses round by round.
 
-    python benchmarks/distill_step.py [--ipc 1 10] [--iterations 3] [--syn-steps N] [--write benchmarks/README.md]
+Peak memory is the growth of the process's peak resident memory (``ru_maxrss``) over what it
+held before the first step (on CUDA: ``torch.cuda.max_memory_allocated``). MTT uses expert
+trajectories of random parameters (timings do not depend on their values).
+
+    python benchmarks/distill_step.py [--cases paper cpu] [--ipc 1 10] [--variants before after]
+        [--rounds 2] [--iterations 2] [--write benchmarks/README.md]
 """
 
 from __future__ import annotations
@@ -21,75 +26,79 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
-from haba_datasets.augment import DSA
-from haba_datasets.distill.objectives import DistributionMatching, TrajectoryMatching
-from haba_datasets.distill.parameterizations import HaBa, PlainImages
-from haba_datasets.nets import create_net
-
+ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).parent))
 from _report import write_section  # noqa: E402
+from _variants import VARIANTS, apply  # noqa: E402
 
-SHAPE, CLASSES = (3, 32, 32), 10
-SYN_STEPS = {1: 50, 10: 30, 50: 30}  # the paper's MTT settings
-LR_TEACHER = {1: 0.01, 10: 0.001, 50: 0.01}
+CLASSES = [str(c) for c in range(10)]
+SHAPE = (3, 32, 32)
 
 
 class RandomTrajectories:
-    """Stands in for :class:`~haba_datasets.distill.experts.Experts`: random parameters, same shapes."""
+    """Stands in for :class:`~haba_datasets.distill.experts.Experts`: random parameters, the recipe's net."""
 
     folder = "random"
 
-    def __init__(self, epochs: int = 3) -> None:
-        self.config = {"epochs": epochs}
-        self.ids = [0]
+    def __init__(self, epochs: int, net_options: dict) -> None:
+        self.config, self.ids, self.net_options = {"epochs": epochs}, [0], net_options
         net = self.create_net()
         self.parameter_shapes = [(n, tuple(p.shape)) for n, p in net.named_parameters()]
         self._rows = torch.randn(epochs + 1, sum(p.numel() for p in net.parameters())) * 0.01
 
     def create_net(self):
-        return create_net("ConvNet", SHAPE[0], CLASSES, SHAPE[1])
+        from haba_datasets.nets import create_net
+
+        return create_net("ConvNet", SHAPE[0], len(CLASSES), SHAPE[1], **self.net_options)
 
     def trajectory(self, expert: int, start: int, stop: int) -> torch.Tensor:
         return self._rows[start : stop + 1]
 
 
+def _recipe(setting: dict) -> dict:
+    from haba_datasets.distill.recipe import load_recipe
+
+    overrides = {"parameterization.kind": setting["parameterization"]}
+    if setting["objective"] == "mtt":
+        overrides["objective.mtt.checkpoint"] = setting["checkpoint"]
+    else:
+        overrides["objective.kind"] = "dm"
+    return load_recipe(ROOT / "recipes" / f"cifar10-ipc{setting['ipc']}.yaml", profile=setting["profile"],
+                       overrides=overrides)  # fmt: skip
+
+
 def one(setting: dict) -> dict:
-    """Time ``iterations`` steps of one setting (run in a subprocess)."""
+    """Time ``iterations`` steps of one setting and variant (run in a fresh subprocess)."""
+    apply(setting["variant"])
+    from haba_datasets.augment import DSA
+    from haba_datasets.distill.loop import distill_step
+    from haba_datasets.distill.recipe import build_objective, build_synthetic, items_per_class
+
+    recipe = _recipe(setting)
     torch.manual_seed(0)
     device = torch.device(setting["device"])
-    ipc, n = setting["ipc"], setting["ipc"] * CLASSES
-    init, labels = torch.randn(n, *SHAPE, device=device), torch.arange(CLASSES, device=device).repeat_interleave(ipc)
-    if setting["parameterization"] == "haba":
-        synthetic = HaBa(init, labels, num_classes=CLASSES, hallucinators=5)
-    else:
-        synthetic = PlainImages(init, labels, lr=100.0)
-    if setting["objective"] == "dm":
-        real = torch.randn(2000, *SHAPE)
-        objective = DistributionMatching(real, torch.arange(CLASSES).repeat(200), num_classes=CLASSES,
-                                         batch_real=setting["batch_real"], device=device)  # fmt: skip
-    else:
-        objective = TrajectoryMatching(RandomTrajectories(), syn_steps=setting["syn_steps"], expert_epochs=2,
-                                       max_start_epoch=1, lr_teacher=LR_TEACHER[ipc], lr_lr=1e-5,
-                                       checkpoint=setting["checkpoint"], device=device)  # fmt: skip
+    n = items_per_class(recipe) * len(CLASSES)
+    init, labels = torch.randn(n, *SHAPE), torch.arange(len(CLASSES)).repeat_interleave(n // len(CLASSES))
+    real = SimpleNamespace(classes=CLASSES, train=SimpleNamespace(labels=torch.arange(len(CLASSES)).repeat(500)))
+    experts = None
+    if setting["objective"] == "mtt":
+        mtt = recipe["objective"]["mtt"]
+        experts = RandomTrajectories(mtt["max_start_epoch"] + mtt["expert_epochs"], recipe["experts"].get("net_options", {}))
+    train = torch.randn(len(real.train.labels), *SHAPE) if experts is None else None
+    synthetic = build_synthetic(recipe, real, init, labels, device)
+    objective = build_objective(recipe, real, train, experts, device)
     augment, generator = DSA(), torch.Generator().manual_seed(0)
-    optimizers = [*synthetic.optimizers(), *objective.optimizers()]
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     times = []
     for _ in range(setting["iterations"] + 1):  # the first is a warm-up
         start = time.perf_counter()
-        for optimizer in optimizers:
-            optimizer.zero_grad(set_to_none=True)
-        loss, _ = objective.loss(synthetic, generator)
-        extra, _ = synthetic.regularizer(augment, generator)
-        (loss if extra is None else loss + extra).backward()
-        for optimizer in optimizers:
-            optimizer.step()
-        synthetic.adversary_step(augment, generator)
+        distill_step(synthetic, objective, generator, augment)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         times.append(time.perf_counter() - start)
@@ -97,15 +106,35 @@ def one(setting: dict) -> dict:
         peak = torch.cuda.max_memory_allocated(device)
     else:
         peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_rss) * 1024
-    return {**setting, "seconds": statistics.median(times[1:]), "peak_bytes": peak}
+    mtt, dm = recipe["objective"]["mtt"], recipe["objective"]["dm"]
+    net_options = recipe["experts"].get("net_options", {}) if experts else dm.get("net_options", {})
+    info = {"syn_steps": mtt["syn_steps"] if experts else None, "items": n, "width": net_options.get("width", 128),
+            "threads": torch.get_num_threads()}  # fmt: skip
+    return {**setting, **info, "seconds": statistics.median(times[1:]), "peak_bytes": peak}
+
+
+def settings(args) -> list[dict]:
+    out = []
+    for case in args.cases:
+        for ipc in args.ipc:
+            objectives = [("mtt", False), ("mtt", True)] + ([("dm", False)] if case == "cpu" else [])
+            for objective, checkpoint in objectives:
+                for parameterization in args.parameterizations:
+                    profile = {"paper": None, "cpu": "cpu-dm" if objective == "dm" else "cpu"}[case]
+                    out.append({"case": case, "ipc": ipc, "profile": profile, "objective": objective,
+                                "checkpoint": checkpoint, "parameterization": parameterization,
+                                "iterations": args.iterations, "device": args.device})  # fmt: skip
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--ipc", type=int, nargs="+", default=[1, 10])
-    parser.add_argument("--iterations", type=int, default=3)
-    parser.add_argument("--syn-steps", type=int, help="MTT inner steps (default: the paper's for each IPC)")
-    parser.add_argument("--batch-real", type=int, default=256, help="DM real images per class")
+    parser.add_argument("--cases", nargs="+", default=["paper", "cpu"], choices=["paper", "cpu"])
+    parser.add_argument("--ipc", type=int, nargs="+", default=[1, 10], choices=[1, 10, 50])
+    parser.add_argument("--parameterizations", nargs="+", default=["plain", "haba"], choices=["plain", "haba"])
+    parser.add_argument("--variants", nargs="+", default=["before", "after"], choices=list(VARIANTS))
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds; the best round counts")
+    parser.add_argument("--iterations", type=int, default=2, help="timed iterations per process (median)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--write", type=Path, help="also write the table into this markdown file")
     parser.add_argument("--one", help=argparse.SUPPRESS)
@@ -114,38 +143,52 @@ def main() -> None:
         print(json.dumps(one(json.loads(args.one))))
         return
     rows = []
-    for ipc in args.ipc:
-        for objective, checkpoint in (("mtt", False), ("mtt", True), ("dm", False)):
-            for parameterization in ("plain", "haba"):
-                setting = {"ipc": ipc, "objective": objective, "checkpoint": checkpoint, "parameterization": parameterization,
-                           "syn_steps": args.syn_steps or SYN_STEPS[ipc], "batch_real": args.batch_real,
-                           "iterations": args.iterations, "device": args.device}  # fmt: skip
-                out = subprocess.run([sys.executable, __file__, "--one", json.dumps(setting)], check=True,
-                                     capture_output=True, text=True).stdout  # fmt: skip
-                rows.append(json.loads(out.strip().splitlines()[-1]))
-                r = rows[-1]
-                print(f"IPC {ipc} {objective}{' ckpt' if checkpoint else ''} {parameterization}: "
-                      f"{r['seconds']:.3f} s/it, peak {r['peak_bytes'] / 2**20:.0f} MiB", flush=True)  # fmt: skip
-    command = "python benchmarks/distill_step.py " + " ".join(sys.argv[1:])
-    lines = [
-        f"Measured by `{command.strip()}` on {platform.machine()}, {torch.get_num_threads()} torch threads, "
-        f"torch {torch.__version__}, device {args.device}; CIFAR-10 shapes (3x32x32, 10 classes), ConvNet-3 "
-        f"(width 128), HaBa with 5 hallucinators and its adversary (both of its losses included); MTT "
-        f"`batch_syn` = all items; DM `batch_real` = {args.batch_real}; median of {args.iterations} "
-        "iterations after a warm-up.",
-        "",
-        "| IPC | objective | inner steps | parameterisation | s / iteration | peak memory (MiB) |",
-        "|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        name = {"dm": "DM"}.get(r["objective"], "MTT, checkpointed" if r["checkpoint"] else "MTT, full unroll")
-        steps = r["syn_steps"] if r["objective"] == "mtt" else "-"
-        lines.append(f"| {r['ipc']} | {name} | {steps} | {r['parameterization']} | {r['seconds']:.3f} | "
-                     f"{r['peak_bytes'] / 2**20:.0f} |")  # fmt: skip
-    text = "\n".join(lines)
+    for setting in settings(args):
+        runs = {v: [] for v in args.variants}
+        for _ in range(args.rounds):
+            for variant in args.variants:
+                out = subprocess.run([sys.executable, __file__, "--one", json.dumps({**setting, "variant": variant})],
+                                     check=True, capture_output=True, text=True).stdout  # fmt: skip
+                runs[variant].append(json.loads(out.strip().splitlines()[-1]))
+        best = {v: min(r, key=lambda x: x["seconds"]) for v, r in runs.items()}
+        rows.append(best)
+        print(" | ".join(f"{_name(r)} {v}: {r['seconds']:.3f} s, {r['peak_bytes'] / 2**20:.0f} MiB"
+                         for v, r in best.items()), flush=True)  # fmt: skip
+    text = _table(rows, args)
     print(text)
     if args.write:
         write_section(args.write, "Distillation step (`benchmarks/distill_step.py`)", text)
+
+
+def _name(r: dict) -> str:
+    objective = "DM" if r["objective"] == "dm" else ("MTT checkpointed" if r["checkpoint"] else "MTT full unroll")
+    return f"{r['case']} IPC {r['ipc']} {objective} {r['parameterization']}"
+
+
+def _table(rows: list[dict], args) -> str:
+    first = next(iter(rows[0].values()))
+    command = "python benchmarks/distill_step.py " + " ".join(sys.argv[1:])
+    variants = args.variants
+    head = " | ".join(f"{v}: s / it, peak MiB" for v in variants)
+    ratio = f" | {variants[-1]} / {variants[0]}" if len(variants) > 1 else ""
+    lines = [
+        f"Measured by `{command.strip()}` on {platform.machine()}, {first['threads']} torch threads, torch "
+        f"{torch.__version__}, device {args.device}; CIFAR-10 shapes; the step of `distill_step` (both HaBa losses "
+        f"and `after_step` included); best of {args.rounds} alternating rounds, each the median of "
+        f"{args.iterations} iterations after a warm-up, in a fresh process.",
+        "",
+        f"| case | IPC | objective | inner steps | width | items | parameterisation | {head}{ratio} |",
+        "|---" * (7 + len(variants) + (len(variants) > 1)) + "|",
+    ]
+    for best in rows:
+        r = best[variants[0]]
+        objective = "DM" if r["objective"] == "dm" else ("MTT, checkpointed" if r["checkpoint"] else "MTT, full unroll")
+        cells = " | ".join(f"{best[v]['seconds']:.3f}, {best[v]['peak_bytes'] / 2**20:,.0f}" for v in variants)
+        if len(variants) > 1:
+            cells += f" | {best[variants[-1]]['seconds'] / best[variants[0]]['seconds']:.2f}x"
+        lines.append(f"| {r['case']} | {r['ipc']} | {objective} | {r['syn_steps'] or '-'} | {r['width']} | {r['items']} | "
+                     f"{r['parameterization']} | {cells} |")  # fmt: skip
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

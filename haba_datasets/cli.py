@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from .allocator import keep_freed_memory
 from .hub import HubError
 from .io import FormatError
 
@@ -83,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-o", "--output", type=Path, default=Path("demo-output"))
     p.add_argument("--epochs", type=int, default=30)
     args = parser.parse_args(argv)
+    keep_freed_memory()  # large CPU tensors reuse freed memory (haba_datasets.allocator)
     try:
         return _run(args)
     except (FormatError, HubError) as err:

@@ -10,7 +10,7 @@ from haba_datasets import FactorizedDataset, Identity
 from haba_datasets.augment import DSA
 from haba_datasets.cli import main
 from haba_datasets.distill.experts import Experts, train_experts
-from haba_datasets.distill.loop import Schedule, distill
+from haba_datasets.distill.loop import Schedule, distill, distill_step
 from haba_datasets.distill.objectives import DistributionMatching, TrajectoryMatching
 from haba_datasets.distill.parameterizations import HaBa, PlainImages, supcon
 from haba_datasets.distill.recipe import load_recipe, run_recipe
@@ -60,20 +60,6 @@ def fixed_loss(objective, synthetic, seed=123):
     return objective.loss(synthetic, torch.Generator().manual_seed(seed))[0].item()
 
 
-def step(objective, synthetic, generator, *, adversary=True):
-    optimizers = [*synthetic.optimizers(), *objective.optimizers()]
-    for optimizer in optimizers:
-        optimizer.zero_grad(set_to_none=True)
-    loss, _ = objective.loss(synthetic, generator)
-    extra, _ = synthetic.regularizer(DSA(), generator)
-    (loss if extra is None else loss + extra).backward()
-    for optimizer in optimizers:
-        optimizer.step()
-    objective.after_step()
-    if adversary:
-        synthetic.adversary_step(DSA(), generator)
-
-
 def snapshot(module):
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
@@ -87,9 +73,22 @@ def test_every_objective_trains_every_parameterization(objective, parameterizati
     before = fixed_loss(obj, synthetic)
     generator = torch.Generator().manual_seed(0)
     for _ in range(15):
-        step(obj, synthetic, generator)
+        distill_step(synthetic, obj, generator, DSA())
     after = fixed_loss(obj, synthetic)
     assert after < 0.9 * before, (before, after)
+
+
+def test_a_non_finite_loss_stops_the_step_before_any_update():
+    synthetic, objective = make_synthetic("plain"), make_objective("dm")
+    with torch.no_grad():
+        synthetic.images[0, 0, 0, 0] = float("nan")
+    before = snapshot(synthetic)
+    with pytest.raises(FloatingPointError, match="lower the learning rates"):
+        distill_step(synthetic, objective, torch.Generator().manual_seed(0), DSA())
+    after = snapshot(synthetic)
+    for k in before:
+        torch.testing.assert_close(after[k], before[k], rtol=0, atol=0, equal_nan=True)
+    assert synthetic.images.grad is None
 
 
 def test_mtt_gradients_reach_bases_hallucinators_and_the_step_size(experts):
@@ -135,10 +134,11 @@ def test_adversary_step_changes_only_the_adversary():
 
 
 @pytest.mark.parametrize("objective", ["mtt", "dm"])
-def test_synthetic_step_leaves_the_adversary_unchanged(objective, experts):
+def test_synthetic_step_leaves_the_adversary_unchanged(objective, experts, monkeypatch):
     synthetic, obj = make_synthetic("haba"), make_objective(objective, experts)
+    monkeypatch.setattr(synthetic, "adversary_step", lambda augment, generator: {})  # the synthetic half alone
     before = snapshot(synthetic)
-    step(obj, synthetic, torch.Generator().manual_seed(0), adversary=False)
+    distill_step(synthetic, obj, torch.Generator().manual_seed(0), DSA())
     after = snapshot(synthetic)
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert "bases" in changed and any(k.startswith("bank.") for k in changed)

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from haba_datasets import nets
+from haba_datasets.instance_norm import InstanceNorm
 from haba_datasets.nets import AlexNet, ConvNet, ResNet18, VGG11, create_net, list_nets, register_net
 
 
@@ -74,7 +75,7 @@ def test_registry_names():
                 "ResNet18BN"}  # fmt: skip
     assert expected <= set(list_nets())
     assert isinstance(create_net("ConvNetBN", 3, 10).features[1], nn.BatchNorm2d)
-    assert isinstance(create_net("ResNet18", 3, 10).features[1], nn.GroupNorm)
+    assert isinstance(create_net("ResNet18", 3, 10).features[1], InstanceNorm)
     assert isinstance(create_net("ConvNetMP", 3, 10).features[3], nn.MaxPool2d)
 
 

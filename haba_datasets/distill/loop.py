@@ -80,8 +80,7 @@ def distill(
     validation-selected dataset (``pairing="random"``, the evaluation protocol's, as validated)
     and its record (``iteration``, ``val_accuracy``).
 
-    One iteration: zero the optimisers' gradients, ``objective.loss + synthetic.regularizer``,
-    backward, step every optimiser, ``objective.after_step()``, then ``synthetic.adversary_step``.
+    Each iteration is one :func:`distill_step`.
     All randomness comes from one generator seeded with ``schedule.seed`` and saved in the
     checkpoint, so ``resume=True`` continues exactly where the last checkpoint stopped and gives
     the same result as an uninterrupted run. ``settings`` (JSON) is stored in the checkpoint and
@@ -92,8 +91,7 @@ def distill(
     augment = augment or DSA()
     generator = torch.Generator().manual_seed(schedule.seed)
     modules = {"synthetic": synthetic, "objective": objective}
-    optimizers = [*synthetic.optimizers(), *objective.optimizers()]
-    saved_optimizers = [*optimizers, *synthetic.helper_optimizers()]
+    saved_optimizers = [*synthetic.optimizers(), *objective.optimizers(), *synthetic.helper_optimizers()]
     state = {"iteration": 0, "best": None, "log_bytes": 0, "seconds": 0.0, "settings": settings}
     if (out / CHECKPOINT).exists() or (out / LOG).exists():
         if not resume:
@@ -124,19 +122,10 @@ def distill(
     bar = tqdm(total=schedule.iterations, initial=state["iteration"], desc="distill", disable=not progress)
     started = time.perf_counter() - state["seconds"]
     for iteration in range(state["iteration"] + 1, schedule.iterations + 1):
-        for optimizer in optimizers:
-            optimizer.zero_grad(set_to_none=True)
-        loss, record = objective.loss(synthetic, generator)
-        extra, extra_record = synthetic.regularizer(augment, generator)
-        total = loss if extra is None else loss + extra
-        if not math.isfinite(total.item()):
-            raise FloatingPointError(f"the loss became {total.item()} at iteration {iteration}; lower the learning rates")
-        total.backward()
-        for optimizer in optimizers:
-            optimizer.step()
-        objective.after_step()
-        record = {"iteration": iteration, "loss": total.item(), **record, **extra_record,
-                  **synthetic.adversary_step(augment, generator)}  # fmt: skip
+        try:
+            record = {"iteration": iteration, **distill_step(synthetic, objective, generator, augment)}
+        except FloatingPointError as e:
+            raise FloatingPointError(f"iteration {iteration}: {e}") from None
         if schedule.due(schedule.eval_every, iteration):
             record["val_accuracy"] = validate(iteration)
         if schedule.grid_every and schedule.due(schedule.grid_every, iteration):
@@ -155,6 +144,34 @@ def distill(
     plot_progress(out / LOG, out / "progress.png")
     best = FactorizedDataset.from_pretrained(out / BEST, device="cpu", pairing="random")  # as validated
     return best, {**state["best"], "seconds": state["seconds"]}
+
+
+def distill_step(synthetic: Parameterization, objective: Objective, generator: torch.Generator,
+                 augment: DSA) -> dict[str, float]:  # fmt: skip
+    """One distillation iteration, the one :func:`distill` runs; returns its log record.
+
+    Zero the optimisers' gradients, ``objective.loss + synthetic.regularizer``, backward, step the
+    optimisers of both, ``objective.after_step()``, then ``synthetic.adversary_step``. A
+    non-finite loss raises ``FloatingPointError`` before anything is updated.
+
+    Example::
+
+        generator = torch.Generator().manual_seed(0)
+        record = distill_step(HaBa(bases, labels, num_classes=10), objective, generator, DSA())
+    """
+    optimizers = [*synthetic.optimizers(), *objective.optimizers()]
+    for optimizer in optimizers:
+        optimizer.zero_grad(set_to_none=True)
+    loss, record = objective.loss(synthetic, generator)
+    extra, extra_record = synthetic.regularizer(augment, generator)
+    total = loss if extra is None else loss + extra
+    if not math.isfinite(total.item()):
+        raise FloatingPointError(f"the loss became {total.item()}; lower the learning rates")
+    total.backward()
+    for optimizer in optimizers:
+        optimizer.step()
+    objective.after_step()
+    return {"loss": total.item(), **record, **extra_record, **synthetic.adversary_step(augment, generator)}
 
 
 def _append(path: Path, state: dict, record: dict) -> None:
