@@ -9,6 +9,12 @@
 
 from __future__ import annotations
 
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import torch
 
 VARIANTS = {"before": (False, False), "allocator": (False, True), "norm": (True, False), "after": (True, True)}
@@ -26,3 +32,23 @@ def apply(variant: str) -> None:
         from haba_datasets import nets
 
         nets.InstanceNorm = lambda channels: torch.nn.GroupNorm(channels, channels)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every A/B benchmark takes (``--one`` runs one setting in this process)."""
+    parser.add_argument("--variants", nargs="+", default=["before", "after"], choices=list(VARIANTS))
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds; the best round counts")
+    parser.add_argument("--write", type=Path, help="also write the table into this markdown file")
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+
+
+def alternate(script: str, setting: dict, args: argparse.Namespace) -> dict[str, list[dict]]:
+    """Run ``script --one SETTING`` for each variant in a fresh process, ``args.rounds`` times in
+    alternation; returns each variant's results (the JSON line each process prints last)."""
+    runs: dict[str, list[dict]] = {v: [] for v in args.variants}
+    for _ in range(args.rounds):
+        for variant in args.variants:
+            out = subprocess.run([sys.executable, script, "--one", json.dumps({**setting, "variant": variant})],
+                                 check=True, capture_output=True, text=True).stdout  # fmt: skip
+            runs[variant].append(json.loads(out.strip().splitlines()[-1]))
+    return runs

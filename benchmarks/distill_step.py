@@ -22,7 +22,6 @@ import json
 import platform
 import resource
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -33,7 +32,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).parent))
 from _report import write_section  # noqa: E402
-from _variants import VARIANTS, apply  # noqa: E402
+from _variants import add_arguments, alternate, apply  # noqa: E402
 
 CLASSES = [str(c) for c in range(10)]
 SHAPE = (3, 32, 32)
@@ -132,24 +131,16 @@ def main() -> None:
     parser.add_argument("--cases", nargs="+", default=["paper", "cpu"], choices=["paper", "cpu"])
     parser.add_argument("--ipc", type=int, nargs="+", default=[1, 10], choices=[1, 10, 50])
     parser.add_argument("--parameterizations", nargs="+", default=["plain", "haba"], choices=["plain", "haba"])
-    parser.add_argument("--variants", nargs="+", default=["before", "after"], choices=list(VARIANTS))
-    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds; the best round counts")
     parser.add_argument("--iterations", type=int, default=2, help="timed iterations per process (median)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--write", type=Path, help="also write the table into this markdown file")
-    parser.add_argument("--one", help=argparse.SUPPRESS)
+    add_arguments(parser)
     args = parser.parse_args()
     if args.one:
         print(json.dumps(one(json.loads(args.one))))
         return
     rows = []
     for setting in settings(args):
-        runs = {v: [] for v in args.variants}
-        for _ in range(args.rounds):
-            for variant in args.variants:
-                out = subprocess.run([sys.executable, __file__, "--one", json.dumps({**setting, "variant": variant})],
-                                     check=True, capture_output=True, text=True).stdout  # fmt: skip
-                runs[variant].append(json.loads(out.strip().splitlines()[-1]))
+        runs = alternate(__file__, setting, args)
         best = {v: min(r, key=lambda x: x["seconds"]) for v, r in runs.items()}
         rows.append(best)
         print(" | ".join(f"{_name(r)} {v}: {r['seconds']:.3f} s, {r['peak_bytes'] / 2**20:.0f} MiB"

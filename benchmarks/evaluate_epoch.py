@@ -16,7 +16,6 @@ import argparse
 import json
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _report import write_section  # noqa: E402
-from _variants import VARIANTS, apply  # noqa: E402
+from _variants import add_arguments, alternate, apply  # noqa: E402
 
 SPLITS = {"validation pass": 5000, "test pass": 10000}
 
@@ -65,21 +64,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--name", default="cifar10-ipc10", help="a bundled zoo dataset")
     parser.add_argument("--epochs", type=int, default=20, help="timed training epochs per process (median)")
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--variants", nargs="+", default=["before", "after"], choices=list(VARIANTS))
-    parser.add_argument("--write", type=Path, help="also write the table into this markdown file")
-    parser.add_argument("--one", help=argparse.SUPPRESS)
+    add_arguments(parser)
     args = parser.parse_args()
     if args.one:
         print(json.dumps(one(json.loads(args.one))))
         return
-    runs = {v: [] for v in args.variants}
-    for _ in range(args.rounds):
-        for variant in args.variants:
-            setting = {"name": args.name, "epochs": args.epochs, "variant": variant}
-            out = subprocess.run([sys.executable, __file__, "--one", json.dumps(setting)], check=True,
-                                 capture_output=True, text=True).stdout  # fmt: skip
-            runs[variant].append(json.loads(out.strip().splitlines()[-1]))
+    runs = alternate(__file__, {"name": args.name, "epochs": args.epochs}, args)
     parts = ["training epoch", *SPLITS]
     best = {v: {p: min(r[p] for r in rs) for p in parts} for v, rs in runs.items()}
     first = runs[args.variants[0]][0]
