@@ -1,10 +1,12 @@
 """The code paths a benchmark A/B's, applied at the start of a fresh process.
 
-- ``before``: ``nn.GroupNorm`` as the instance norm and glibc's default allocator (the code
-  before the fused norm and :func:`~haba_datasets.allocator.keep_freed_memory`);
-- ``allocator``: ``nn.GroupNorm``, freed memory kept;
-- ``norm``: the fused :class:`~haba_datasets.instance_norm.InstanceNorm`, default allocator;
-- ``after``: both, as the command line runs.
+- ``before``: ``nn.GroupNorm`` as the instance norm, ``nn.AvgPool2d(2)`` as the pooling and
+  glibc's default allocator (the code before :mod:`haba_datasets.instance_norm`,
+  :mod:`haba_datasets.pooling` and :func:`~haba_datasets.allocator.keep_freed_memory`);
+- ``allocator``: the layers of ``before``, freed memory kept;
+- ``layers``: :class:`~haba_datasets.instance_norm.InstanceNorm` and
+  :class:`~haba_datasets.pooling.AvgPool2x2`, default allocator;
+- ``after``: all three, as the command line runs.
 """
 
 from __future__ import annotations
@@ -17,21 +19,22 @@ from pathlib import Path
 
 import torch
 
-VARIANTS = {"before": (False, False), "allocator": (False, True), "norm": (True, False), "after": (True, True)}
+VARIANTS = {"before": (False, False), "allocator": (False, True), "layers": (True, False), "after": (True, True)}
 
 
 def apply(variant: str) -> None:
     """Switch this process to ``variant``'s code paths (before any network is built)."""
-    fused_norm, keep_memory = VARIANTS[variant]
+    new_layers, keep_memory = VARIANTS[variant]
     if keep_memory:
         from haba_datasets.allocator import keep_freed_memory
 
         if not keep_freed_memory():
             raise RuntimeError("glibc's mallopt is unavailable here: no 'allocator' or 'after' variant")
-    if not fused_norm:
+    if not new_layers:
         from haba_datasets import nets
 
         nets.InstanceNorm = lambda channels: torch.nn.GroupNorm(channels, channels)
+        nets.AvgPool2x2 = lambda: torch.nn.AvgPool2d(2)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

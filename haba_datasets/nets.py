@@ -22,6 +22,7 @@ from typing import Callable, Sequence
 from torch import Tensor, nn
 
 from .instance_norm import InstanceNorm
+from .pooling import AvgPool2x2
 
 NetFactory = Callable[..., nn.Module]
 _REGISTRY: dict[str, NetFactory] = {}
@@ -143,7 +144,7 @@ class ConvNet(_Net):
             padding = _first_padding(image_size, 1) if i == 0 else 1
             layers += _conv_block(channels if i == 0 else width, width, 3, padding, norm, activation)
             if pooling != "none":
-                layers.append(nn.AvgPool2d(2) if pooling == "avg" else nn.MaxPool2d(2))
+                layers.append(AvgPool2x2() if pooling == "avg" else nn.MaxPool2d(2))
         size = _feature_size("ConvNet", image_size, 0 if pooling == "none" else depth)
         self.features = nn.Sequential(*layers, nn.Flatten())
         self.classifier = nn.Linear(width * size * size, num_classes)

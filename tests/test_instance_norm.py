@@ -62,8 +62,9 @@ def test_values_and_first_gradients_are_group_norms_bit_for_bit():
         assert torch.equal(a, b)
 
 
-def test_mtt_style_second_order_gradients_match_group_norm(monkeypatch):
-    """Gradient of a loss on one SGD step's parameters w.r.t. the images, through a ConvNet."""
+def test_mtt_style_second_order_gradients_match_torchs_layers(monkeypatch):
+    """Gradient of a loss on one SGD step's parameters w.r.t. the images, through a ConvNet, with
+    this package's instance norm and pooling against nn.GroupNorm and nn.AvgPool2d."""
 
     def meta_gradient():
         torch.manual_seed(0)
@@ -78,6 +79,7 @@ def test_mtt_style_second_order_gradients_match_group_norm(monkeypatch):
 
     fused = meta_gradient()
     monkeypatch.setattr(nets, "InstanceNorm", lambda channels: nn.GroupNorm(channels, channels))
+    monkeypatch.setattr(nets, "AvgPool2x2", lambda: nn.AvgPool2d(2))
     reference = meta_gradient()
     assert reference.abs().max() > 0
     torch.testing.assert_close(fused, reference, rtol=1e-4, atol=1e-6)
