@@ -4,15 +4,16 @@
 Cases: the recipes' paper settings (IPC 1: 50 inner steps, IPC 10: 30; width 128; 5
 hallucinators; ``batch_syn`` all) and their ``cpu`` profiles, for HaBa and plain images, MTT with
 the full unroll and checkpointed, and DM (the ``cpu-dm`` profile). The variants of
-``benchmarks/_variants.py`` (``before``, ``allocator``, ``norm``, ``after``) are A/B'd in one run,
+``benchmarks/_variants.py`` (``before``, ``allocator``, ``layers``, ``after``) are A/B'd in one run,
 alternating fresh subprocesses round by round.
 
 Peak memory is the growth of the process's peak resident memory (``ru_maxrss``) over what it
 held before the first step (on CUDA: ``torch.cuda.max_memory_allocated``). MTT uses expert
 trajectories of random parameters (timings do not depend on their values).
 
-    python benchmarks/distill_step.py [--cases paper cpu] [--ipc 1 10] [--variants before after]
-        [--rounds 2] [--iterations 2] [--write benchmarks/README.md]
+    python benchmarks/distill_step.py [--cases paper cpu] [--ipc 1 10] [--parameterizations plain haba]
+        [--unrolls full checkpointed] [--no-dm] [--variants before after] [--rounds 2] [--iterations 2]
+        [--write benchmarks/README.md]
 """
 
 from __future__ import annotations
@@ -116,7 +117,8 @@ def settings(args) -> list[dict]:
     out = []
     for case in args.cases:
         for ipc in args.ipc:
-            objectives = [("mtt", False), ("mtt", True)] + ([("dm", False)] if case == "cpu" else [])
+            objectives = [("mtt", unroll == "checkpointed") for unroll in args.unrolls]
+            objectives += [("dm", False)] if case == "cpu" and args.dm else []
             for objective, checkpoint in objectives:
                 for parameterization in args.parameterizations:
                     profile = {"paper": None, "cpu": "cpu-dm" if objective == "dm" else "cpu"}[case]
@@ -131,6 +133,8 @@ def main() -> None:
     parser.add_argument("--cases", nargs="+", default=["paper", "cpu"], choices=["paper", "cpu"])
     parser.add_argument("--ipc", type=int, nargs="+", default=[1, 10], choices=[1, 10, 50])
     parser.add_argument("--parameterizations", nargs="+", default=["plain", "haba"], choices=["plain", "haba"])
+    parser.add_argument("--unrolls", nargs="+", default=["full", "checkpointed"], choices=["full", "checkpointed"])
+    parser.add_argument("--no-dm", dest="dm", action="store_false", help="skip DM (measured in the cpu case)")
     parser.add_argument("--iterations", type=int, default=2, help="timed iterations per process (median)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     add_arguments(parser)

@@ -139,3 +139,29 @@ def test_register_net(monkeypatch):
         register_net("Tiny")(tiny)
     with pytest.raises(ValueError, match="already registered"):
         register_net("ConvNet")(ConvNet)
+
+
+def test_training_is_bit_identical_with_torchs_own_layers(monkeypatch):
+    """The evaluation protocol's numerics: SGD on a ConvNet with this package's instance norm and
+    pooling gives the very losses and weights of nn.GroupNorm and nn.AvgPool2d."""
+
+    def train():
+        torch.manual_seed(0)
+        net = create_net("ConvNet", 3, 4, 16, width=16)
+        opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+        x, y = torch.randn(12, 3, 16, 16), torch.arange(12) % 4
+        losses = []
+        for _ in range(5):
+            loss = nn.functional.cross_entropy(net(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        return losses, [p.detach().clone() for p in net.parameters()]
+
+    ours = train()
+    monkeypatch.setattr(nets, "InstanceNorm", lambda channels: nn.GroupNorm(channels, channels))
+    monkeypatch.setattr(nets, "AvgPool2x2", lambda: nn.AvgPool2d(2))
+    theirs = train()
+    assert ours[0] == theirs[0] and ours[0][-1] < ours[0][0]
+    assert all(torch.equal(a, b) for a, b in zip(ours[1], theirs[1]))
