@@ -190,8 +190,6 @@ class DSA:
     ``[0, saturation]``) and ``contrast`` (factor in ``[contrast, contrast + 1]``).
     """
 
-    FAMILIES = FAMILIES
-
     def __init__(self, families: tuple[str, ...] = FAMILIES, *, crop: float = 0.125, cutout: float = 0.5,
                  scale: float = 1.2, rotate: float = 15.0, brightness: float = 1.0, saturation: float = 2.0,
                  contrast: float = 0.5) -> None:  # fmt: skip

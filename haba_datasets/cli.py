@@ -11,6 +11,10 @@ from .hub import HubError
 from .io import FormatError
 
 
+class UsageError(Exception):
+    """A command's input was wrong: printed as one ``error:`` line, exit status 2."""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="haba-datasets", description="Factorized (HaBa) distilled datasets.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -87,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()  # large CPU tensors reuse freed memory (haba_datasets.allocator)
     try:
         return _run(args)
-    except (FormatError, HubError) as err:
+    except (FormatError, HubError, UsageError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
@@ -144,9 +148,8 @@ def _distill(args: argparse.Namespace) -> int:
                 raise ValueError(f"--set takes KEY=VALUE, got {item!r}")
             overrides[key] = yaml.safe_load(value)
         recipe = load_recipe(args.recipe, profile=args.profile, overrides=overrides)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except ValueError as err:  # what load_recipe says of a bad recipe or --set
+        raise UsageError(err) from None
     suffix = "".join(f"-{v}" for v in (args.profile, recipe["parameterization"]["kind"], recipe["objective"]["kind"]) if v)
     out = args.output or Path("runs") / f"{recipe['name']}{suffix}"
     dataset = run_recipe(recipe, out, data_root=args.data_root, experts_dir=args.experts_dir, device=args.device,
@@ -169,9 +172,8 @@ def _experts(args: argparse.Namespace) -> int:
         train_experts(out, dataset=args.dataset, data_root=args.data_root, experts=args.experts, epochs=args.epochs,
                       net=args.net, net_options=options, preprocessing=args.preprocessing, lr=args.lr,
                       batch_size=args.batch_size, dsa=not args.no_dsa, seed=args.seed, device=args.device)  # fmt: skip
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except ValueError as err:  # what train_experts says of bad settings or a mismatched folder
+        raise UsageError(err) from None
     if os.environ.get("RANK", "0") == "0":  # torchrun: one line, not one per process
         print(f"wrote {out}")
     return 0
@@ -200,10 +202,10 @@ def _evaluate(args: argparse.Namespace) -> None:
         train = FactorizedDataset.from_pretrained(args.name, revision=args.revision, device=args.device, pairing=args.pairing)
         name = args.dataset or train.provenance.get("dataset")
         if name is None:
-            raise SystemExit("error: say which real dataset to test on with --dataset (none recorded in the dataset)")
+            raise UsageError("say which real dataset to test on with --dataset (none recorded in the dataset)")
         real = load_real(name, data_root=args.data_root)
         if real.image_shape != train.hallucinators.image_shape:
-            raise SystemExit(f"error: {args.name} makes {train.hallucinators.image_shape} images, {name} has {real.image_shape}")
+            raise UsageError(f"{args.name} makes {train.hallucinators.image_shape} images, {name} has {real.image_shape}")
         preprocessing = train.preprocessing
         setting = {"train": f"{args.name} ({len(train)} items, pairing {args.pairing})", "dataset": name,
                    "preprocessing": preprocessing.kind, "learned_lr": train.learned_lr}  # fmt: skip

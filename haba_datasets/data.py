@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 from tqdm.auto import tqdm
 
+from .io import write_file
 from .preprocessing import ZCA, Identity, Normalize, Preprocessing
 
 logger = logging.getLogger(__name__)
@@ -169,10 +171,7 @@ def _decoded(split, image_col: str, label_col: str, cache: Path, stem: str, batc
         chunks.append(array.unsqueeze(1) if array.dim() == 3 else array.permute(0, 3, 1, 2))
     images = torch.cat(chunks).contiguous()
     labels = torch.tensor(split[label_col], dtype=torch.int64)
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp-{os.getpid()}")
-    save_file({"images": images, "labels": labels}, tmp)
-    os.replace(tmp, path)  # never a half-written cache file
+    write_file(path, safetensors_bytes({"images": images, "labels": labels}))  # never a half-written cache file
     return Split(images, labels)
 
 

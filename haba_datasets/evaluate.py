@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from .augment import DSA
 from .data import RealData, Split
+from .io import write_file
 from .nets import create_net
 from .preprocessing import Preprocessing
 
@@ -91,22 +92,11 @@ class Report:
             "runs": [asdict(r) for r in self.runs],
         }
 
-    @classmethod
-    def load(cls, path: str | Path) -> "Report":
-        """Read a ``report.json`` written by :meth:`save`."""
-        saved = json.loads(Path(path).read_text())
-        setting = {k: v for k, v in saved.items() if k not in ("test_accuracy", "val_accuracy", "seconds", "runs")}
-        return cls(setting, [RunResult(**run) for run in saved["runs"]], saved["seconds"])
-
     def save(self, folder: str | Path) -> tuple[Path, Path]:
         """Write ``report.json`` and ``curves.png`` (loss and validation accuracy per epoch)."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        report = folder / "report.json"
-        tmp = report.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.to_json(), indent=2) + "\n")
-        tmp.replace(report)
-        return report, self._plot(folder / "curves.png")
+        report = Path(folder) / "report.json"
+        write_file(report, (json.dumps(self.to_json(), indent=2) + "\n").encode())
+        return report, self._plot(report.parent / "curves.png")
 
     def _plot(self, path: Path) -> Path:
         import matplotlib
