@@ -27,6 +27,7 @@ def probe(mode: str, **env) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 def test_freed_blocks_are_reused_without_page_faults():
     default, kept = probe("default"), probe("keep")

@@ -212,6 +212,7 @@ def run_loop(out, iterations, *, resume=False, stop_at=None, monkeypatch=None):
                    out_dir=out, schedule=schedule, settings={"test": 1}, resume=resume, progress=False)  # fmt: skip
 
 
+@pytest.mark.slow
 def test_loop_writes_logs_pictures_best_and_checkpoint(tmp_path):
     best, record = run_loop(tmp_path / "run", 6)
     lines = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
@@ -227,6 +228,7 @@ def test_loop_writes_logs_pictures_best_and_checkpoint(tmp_path):
         run_loop(tmp_path / "run", 6)
 
 
+@pytest.mark.slow
 def test_resume_reproduces_the_uninterrupted_run(tmp_path, monkeypatch):
     run_loop(tmp_path / "straight", 6)
     with pytest.raises(KeyboardInterrupt):

@@ -192,6 +192,7 @@ def test_cli_errors_exit_2(trained, real_folder, tmp_path, capsys):
     assert "lr is 0.01 there, 0.5 here" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_torchrun_shares_the_experts_and_matches_one_process(real_folder, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the same threads in every process: same floating-point sums
     args = ["-m", "haba_datasets.cli", "experts", "--dataset", str(real_folder), "--experts", "3", "--epochs", "2",

@@ -92,6 +92,7 @@ def test_a_new_push_replaces_the_datasets_files_and_keeps_the_owners(hub, pushed
     _same(_load(), plain)
 
 
+@pytest.mark.slow
 def test_offline_mode_serves_the_cache_without_a_request(hub, pushed):
     online = _load()
     online.preprocessing  # cache everything training uses
@@ -241,6 +242,7 @@ def test_zoo_name_without_bundle_or_hub_says_what_was_tried(hub, tmp_path, monke
         _load("no-such-name")
 
 
+@pytest.mark.slow
 def test_unreachable_hub_serves_the_cache_and_zoo_names_their_bundle(hub, pushed, tmp_path):
     _load().preprocessing  # cached
     bundled = tmp_path / "zoo"

@@ -35,6 +35,7 @@ def test_zoo_entry_is_bundled_with_a_complete_card(name, monkeypatch):
     assert labels.max() < len(dataset.classes) and dataset.preprocessing.inverse(images).isfinite().all()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.environ.get("HABA_DATA_ROOT"), reason="real data: set HABA_DATA_ROOT (e.g. ../shared/data)")
 def test_readme_dataloader_example_trains_a_classifier(tmp_path):
     code = README.read_text().split("<!-- dataloader-example -->\n```python\n")[1].split("```")[0]
