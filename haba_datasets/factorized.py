@@ -230,7 +230,8 @@ class FactorizedDataset(VisionDataset):
         )
 
     def grid(self, *, max_bases_per_class: int = 10, scale: int = 2) -> Image.Image:
-        """A picture of the dataset: for each class, one row per basis, one column per hallucinator."""
+        """A picture of the dataset: a panel per class (one row per basis, one column per
+        hallucinator, under the class name), the panels side by side in a near-square layout."""
         k = self.hallucinators.count
         rows = []
         for c, name in enumerate(self.classes):

@@ -8,6 +8,7 @@ from torchvision.transforms.v2.functional import to_pil_image
 from torchvision.utils import make_grid
 
 _PAD = 2
+_GAP = 12  # white space between two classes' panels
 
 
 def to_pil(pixels: torch.Tensor) -> Image.Image:
@@ -16,25 +17,41 @@ def to_pil(pixels: torch.Tensor) -> Image.Image:
 
 
 def factor_grid(pixels: torch.Tensor, groups: list[tuple[str, int]], *, columns: int, scale: int = 2) -> Image.Image:
-    """Tile ``pixels`` (``(rows * columns, C, H, W)`` in [0, 1], row-major) into a grid.
+    """Tile ``pixels`` (``(rows * columns, C, H, W)`` in [0, 1], row-major) into labelled panels.
 
-    ``groups`` splits the rows into labelled blocks ``(name, number of rows)``; each block's name
-    is written to the left of its first row.
+    ``groups`` splits the rows into blocks ``(name, number of rows)``, one per class. Each block
+    is a panel of its rows (one basis each) by ``columns`` (one hallucinator each) under its name,
+    and the panels are laid out side by side, as many to a line as keeps the picture closest to
+    square, so a whole dataset reads at a glance.
     """
     if scale < 1:
         raise ValueError(f"scale must be >= 1, got {scale}")
     if pixels.shape[1] == 1:
         pixels = pixels.expand(-1, 3, -1, -1)
     tiles = torch.nn.functional.interpolate(pixels, scale_factor=scale, mode="nearest") if scale > 1 else pixels
-    body = to_pil(make_grid(tiles, nrow=columns, padding=_PAD, pad_value=1.0))
+    tile_h, tile_w = tiles.shape[2] + _PAD, tiles.shape[3] + _PAD
     font = ImageFont.load_default()
-    margin = 8 + max(int(ImageDraw.Draw(body).textlength(name, font=font)) for name, _ in groups)
-    canvas = Image.new("RGB", (body.width + margin, body.height), "white")
-    canvas.paste(body, (margin, 0))
-    draw = ImageDraw.Draw(canvas)
-    row_height = tiles.shape[2] + _PAD
-    row = 0
+    header = 14
+    panels, start = [], 0
     for name, n_rows in groups:
-        draw.text((4, _PAD + row * row_height + tiles.shape[2] // 2 - 5), name, fill="black", font=font)
-        row += n_rows
+        body = to_pil(make_grid(tiles[start : start + n_rows * columns], nrow=columns, padding=_PAD, pad_value=1.0))
+        panels.append((name, body))
+        start += n_rows * columns
+    panel_w = columns * tile_w + _PAD + _GAP
+    panel_h = max(n for _, n in groups) * tile_h + _PAD + header + _GAP
+    per_line = min(range(1, len(groups) + 1), key=lambda p: (max(p * panel_w, -(-len(groups) // p) * panel_h), -p))
+    lines = -(-len(groups) // per_line)
+    canvas = Image.new("RGB", (per_line * panel_w, lines * panel_h), "white")
+    draw = ImageDraw.Draw(canvas)
+    for i, (name, body) in enumerate(panels):
+        x, y = (i % per_line) * panel_w, (i // per_line) * panel_h
+        draw.text((x + _PAD, y + 1), _fit(draw, name, font, panel_w - 2 * _PAD), fill="black", font=font)
+        canvas.paste(body, (x, y + header))
     return canvas
+
+
+def _fit(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:
+    """``text`` shortened with an ellipsis to fit ``width`` pixels."""
+    while len(text) > 1 and draw.textlength(text, font=font) > width:
+        text = text[:-2] + "…"
+    return text

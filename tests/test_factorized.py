@@ -124,8 +124,31 @@ def test_save_grid(tmp_path, dataset):
     path = dataset.save_grid(tmp_path / "sub" / "grid.png", scale=3)
     with Image.open(path) as grid:
         assert grid.format == "PNG"
-        # 6 bases (rows) x 3 hallucinators (columns) of 24-pixel tiles, 2-pixel padding
-        assert grid.height == 6 * 26 + 2 and grid.width > 3 * 26
+        # 3 classes of 2 bases x 3 hallucinators (26-pixel tiles): panels side by side, not one column
+        assert grid.width >= 2 * 3 * 26 and grid.height < grid.width
+
+
+def test_grid_of_a_cifar_sized_dataset_reads_at_a_glance():
+    """10 classes x 10 bases x 5 hallucinators: one panel per class, the picture close to square,
+    and every basis's row shows its hallucinators' images where the panel layout puts them."""
+    bank = create_hallucinators("haba-conv", 5, (3, 8, 8), (3, 8, 8), init="identity")
+    labels = torch.arange(100) // 10
+    bases = (labels.float() / 9).view(-1, 1, 1, 1).expand(100, 3, 8, 8).clone()  # class c: grey level c / 9
+    with torch.no_grad():
+        for p in (bank.encoder_weight, bank.encoder_bias, bank.decoder_weight, bank.decoder_bias):
+            p.zero_()
+        bank.encoder_weight[:, :, :, 1, 1] = torch.eye(3)
+        bank.decoder_weight[:, :, :, 1, 1] = torch.eye(3)  # exactly the identity inside the border
+    dataset = FactorizedDataset(bases, labels, bank, [f"class {c}" for c in range(10)], preprocessing=Identity(), device="cpu")
+    grid = dataset.grid(scale=1)
+    assert 0.5 < grid.width / grid.height < 2
+    # the centre pixel of the first tile of each class panel has that class's grey level
+    pixels = pil_to_tensor(grid.convert("L"))[0].float()
+    panel_w, panel_h = grid.width // 5, grid.height // 2
+    for c in range(10):
+        x, y = (c % 5) * panel_w, (c // 5) * panel_h
+        tile = pixels[y + 14 : y + 14 + 12, x : x + 12]  # below the name, the first basis x hallucinator 0
+        assert (tile - round(255 * c / 9)).abs().min() <= 1, c
 
 
 def test_storage_matches_the_paper_ratios():
