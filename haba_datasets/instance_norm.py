@@ -97,7 +97,7 @@ class _InstanceNormBackward(torch.autograd.Function):
         if ggx is None:
             ggx = torch.zeros_like(g)
         # Per (sample, channel): means of g, ggx and of their products with xh = (x - mean) r (and
-        # g * ggx), each by one read of its operands (row dot products) and no temporary.
+        # g * ggx), each a row-wise dot product (vecdot) over the pixels.
         r, mu = rstd.view(shape), mean.view(shape)
         gf, xf, ggf = g.reshape(rows), x.reshape(rows), ggx.reshape(rows)
 
@@ -115,7 +115,7 @@ class _InstanceNormBackward(torch.autograd.Function):
         if ctx.needs_input_grad[0]:  # ggb + ggw xh + w r P(ggx), with xh = r x - r mean
             coef_xh = ggw - wr * ggx_xh
             grad_g = torch.addcmul(ggb - wr * ggx_mean - coef_xh * r * mu, x, coef_xh * r)
-            grad_g.addcmul_(ggx, wr.expand_as(r))
+            grad_g.addcmul_(ggx, wr)
         if ctx.needs_input_grad[2]:  # sum over samples and pixels of g r P(ggx)
             grad_w = (hw * r * (ggx_g - ggx_mean * g_mean - ggx_xh * g_xh)).sum(0).flatten()
         if ctx.needs_input_grad[1]:

@@ -47,20 +47,13 @@ def _spread(g: Tensor) -> Tensor:
 
 
 class _Pool(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:
-        return _pool(x)
+    """:func:`_pool` (``adjoint=False``) or :func:`_spread`; each one's derivative is the other."""
 
     @staticmethod
-    def backward(ctx, g: Tensor) -> Tensor:
-        return _Spread.apply(g)
-
-
-class _Spread(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, g: Tensor) -> Tensor:
-        return _spread(g)
+    def forward(ctx, x: Tensor, adjoint: bool = False) -> Tensor:
+        ctx.adjoint = adjoint
+        return _spread(x) if adjoint else _pool(x)
 
     @staticmethod
-    def backward(ctx, gg: Tensor) -> Tensor:
-        return _Pool.apply(gg.contiguous())
+    def backward(ctx, g: Tensor):
+        return _Pool.apply(g.contiguous() if ctx.adjoint else g, not ctx.adjoint), None
