@@ -231,8 +231,11 @@ class FactorizedDataset(VisionDataset):
 
     def grid(self, *, max_bases_per_class: int = 10, scale: int = 2) -> Image.Image:
         """A picture of the dataset: a panel per class (one row per basis, one column per
-        hallucinator, under the class name), the panels side by side in a near-square layout."""
+        hallucinator, under the class name), the panels side by side in a near-square layout.
+        Bases smaller than the images (multi-formation) come first in their row, enlarged."""
         k = self.hallucinators.count
+        (cb, *basis_size), (c, *size) = self.hallucinators.basis_shape, self.hallucinators.image_shape
+        show_bases = basis_size != size and cb == c
         rows = []
         for c, name in enumerate(self.classes):
             members = [i for i, y in enumerate(self._label_list) if y == c][:max_bases_per_class]
@@ -244,8 +247,13 @@ class FactorizedDataset(VisionDataset):
         with torch.no_grad():
             images = self.hallucinators(
                 self.bases[chosen].repeat_interleave(k, 0), torch.arange(k, device=self.device).repeat(len(chosen))
-            )
-        return factor_grid(self.pixels(images), [(name, len(m)) for name, m in rows], columns=k, scale=scale)
+            ).unflatten(0, (len(chosen), k))
+            if show_bases:
+                bases = torch.nn.functional.interpolate(self.bases[chosen], size=size, mode="nearest")
+                images = torch.cat([bases.unsqueeze(1), images], 1)
+        columns = images.shape[1]
+        return factor_grid(self.pixels(images.flatten(0, 1)), [(name, len(m)) for name, m in rows], columns=columns,
+                           scale=scale)  # fmt: skip
 
     def save_grid(self, path: str | Path, *, max_bases_per_class: int = 10, scale: int = 2) -> Path:
         """Write :meth:`grid` as a PNG file."""

@@ -133,10 +133,10 @@ class ConvHallucinators(HallucinatorBank):
 
     def __init__(self, count: int, basis_shape: Shape, image_shape: Shape, *, device=None, init: str = "default") -> None:
         super().__init__(count, basis_shape, image_shape)
-        cb, hb, wb = basis_shape
-        c, h, w = image_shape
-        if (hb, wb) != (h, w) or h < 3 or w < 3:
-            raise ValueError(f"haba-conv needs bases and images of the same size >= 3x3, got {basis_shape} -> {image_shape}")
+        cb, c, (h, w) = basis_shape[0], image_shape[0], image_shape[1:]
+        if h < 3 or w < 3:
+            raise ValueError(f"{self.architecture} needs images of at least 3x3, got {image_shape}")
+        self.resize = self._resize_module()
         kw = {"device": device, "dtype": torch.float32}
         self.encoder_weight = nn.Parameter(torch.empty(count, c, cb, 3, 3, **kw))
         self.encoder_bias = nn.Parameter(torch.empty(count, c, **kw))
@@ -166,8 +166,15 @@ class ConvHallucinators(HallucinatorBank):
             self.encoder_weight[:, :, :, 1, 1] += torch.eye(c, cb) if c == cb else 1.0 / cb
             self.decoder_weight[:, :, :, 1, 1] += torch.eye(c)
 
+    def _resize_module(self) -> nn.Module:
+        """What maps a basis to image size before the encoder (here nothing: same size)."""
+        if self.basis_shape[1:] != self.image_shape[1:]:
+            raise ValueError(f"haba-conv needs bases and images of the same size, got {self.basis_shape} -> "
+                             f"{self.image_shape} (haba-conv-up takes smaller bases)")  # fmt: skip
+        return nn.Identity()
+
     def forward_one(self, bases: torch.Tensor, k: int) -> torch.Tensor:
-        z = F.conv2d(bases, self.encoder_weight[k], self.encoder_bias[k])
+        z = F.conv2d(self.resize(bases), self.encoder_weight[k], self.encoder_bias[k])
         z = torch.addcmul(self.shift[k], z, self.scale[k])
         # ConvTranspose2d(stride 1, no padding) == Conv2d with padding 2 and the kernel transposed
         # and flipped; PyTorch's CPU Conv2d is many times faster than its ConvTranspose2d.
@@ -197,9 +204,44 @@ class _SingleConvHallucinator(nn.Module):
             self.decoder.bias.copy_(bank.decoder_bias[k])
         self.scale = nn.Parameter(bank.scale[k].detach().clone().unsqueeze(0))
         self.shift = nn.Parameter(bank.shift[k].detach().clone().unsqueeze(0))
+        self.resize = bank.resize  # holds no parameters
 
     def forward(self, bases: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.scale * self.encoder(bases) + self.shift)
+        return self.decoder(self.scale * self.encoder(self.resize(bases)) + self.shift)
+
+
+@register_hallucinators("haba-conv-up")
+class UpsampledConvHallucinators(ConvHallucinators):
+    """Multi-formation HaBa: bases stored at ``1 / factor`` of the image size, each hallucinator
+    upsampling its basis (``mode``: ``"bilinear"`` or ``"nearest"``) before the ``haba-conv`` layers.
+
+    With factor 2 a 32x32 image slot of storage holds four 16x16 bases (the multi-formation of
+    IDC, Kim et al. 2022), each still seen through every hallucinator. The factor is
+    ``image size / basis size``, an integer, the same for height and width (1 is ``haba-conv``).
+    ``init="identity"`` starts every hallucinator near ``h(b) = upsample(b)``.
+    """
+
+    def __init__(self, count: int, basis_shape: Shape, image_shape: Shape, *, device=None, init: str = "default",
+                 mode: str = "bilinear") -> None:  # fmt: skip
+        if mode not in ("bilinear", "nearest"):
+            raise ValueError(f"mode must be 'bilinear' or 'nearest', got {mode!r}")
+        self._mode = mode
+        super().__init__(count, basis_shape, image_shape, device=device, init=init)
+
+    def _resize_module(self) -> nn.Module:
+        (hb, wb), (h, w) = self.basis_shape[1:], self.image_shape[1:]
+        if h % hb or w % wb or h // hb != w // wb:
+            raise ValueError(f"haba-conv-up needs images an integer factor larger than the bases, the same for height "
+                             f"and width, got {self.basis_shape} -> {self.image_shape}")  # fmt: skip
+        return nn.Upsample(size=(h, w), mode=self._mode)
+
+    @property
+    def factor(self) -> int:
+        """Image size over basis size."""
+        return self.image_shape[1] // self.basis_shape[1]
+
+    def options(self) -> dict:
+        return {"mode": self._mode}
 
 
 @register_hallucinators("identity")

@@ -13,7 +13,9 @@ from haba_datasets.distill.experts import Experts, train_experts
 from haba_datasets.distill.loop import Schedule, distill, distill_step
 from haba_datasets.distill.objectives import DistributionMatching, TrajectoryMatching
 from haba_datasets.distill.parameterizations import HaBa, PlainImages, supcon
-from haba_datasets.distill.recipe import load_recipe, run_recipe
+from haba_datasets.data import load_real
+from haba_datasets.distill.recipe import build_synthetic, load_recipe, run_recipe
+from haba_datasets.evaluate import as_dataset
 from tests.test_data import COLORS, tiny_real
 
 TINY_NET = {"depth": 1, "width": 8}
@@ -306,6 +308,31 @@ def test_recipe_runs_end_to_end(tmp_path, objective):
     if objective == "mtt":
         assert Experts.open(tmp_path / "out" / "experts").ids == [0]
         assert saved.learned_lr is not None
+
+
+def test_recipe_with_smaller_bases_trains_and_saves_them(tmp_path):
+    """basis_factor 2: bases at half the image size, area-averaged real images to start with,
+    hallucinators that upsample; what is saved stores (and counts) the small bases."""
+    tiny_real(tmp_path / "colors")
+    haba = "parameterization.haba."
+    overrides = {haba + "basis_factor": 2, haba + "architecture": "haba-conv-up", haba + "bases_per_class": 4}
+    recipe = load_recipe(write_recipe(tmp_path / "r.yaml"), profile="cpu", overrides=overrides)
+    real = load_real(recipe["dataset"])
+    init_split = real.subset(4, seed=0)
+    init = as_dataset(init_split, real.fit_preprocessing("normalize")).tensors[0]
+    synthetic = build_synthetic(recipe, real, init, init_split.labels, "cpu")
+    torch.testing.assert_close(synthetic.bases, torch.nn.functional.avg_pool2d(init, 2))
+    run_recipe(recipe, tmp_path / "out", progress=False)
+    saved = FactorizedDataset.from_pretrained(tmp_path / "out" / "dataset", device="cpu")
+    assert saved.bases.shape == (12, 3, 4, 4) and saved[0][0].shape == (3, 8, 8)
+    assert saved.storage.basis_values == 12 * 3 * 4 * 4
+    assert saved.provenance["budget"]["stored_values"] == saved.storage.total_values
+    with pytest.raises(ValueError, match="basis_factor must be a positive int dividing"):
+        build_synthetic(load_recipe(tmp_path / "r.yaml", overrides={haba + "basis_factor": 3}), real, init,
+                        init_split.labels, "cpu")  # fmt: skip
+    with pytest.raises(ValueError, match="haba-conv-up takes smaller bases"):
+        build_synthetic(load_recipe(tmp_path / "r.yaml", overrides={haba + "basis_factor": 2}), real, init,
+                        init_split.labels, "cpu")  # fmt: skip
 
 
 def test_cli_distill_plain_override_and_errors(tmp_path, capsys):

@@ -128,6 +128,26 @@ def test_save_grid(tmp_path, dataset):
         assert grid.width >= 2 * 3 * 26 and grid.height < grid.width
 
 
+def test_grid_shows_smaller_bases_before_their_images():
+    """Multi-formation: each row starts with its (enlarged) basis, then one image per hallucinator."""
+    bank = create_hallucinators("haba-conv-up", 2, (3, 4, 4), (3, 8, 8))
+    with torch.no_grad():
+        for p in bank.parameters():
+            p.zero_()  # every image black
+    bases = torch.tensor([0.4, 0.8]).view(2, 1, 1, 1).expand(2, 3, 4, 4).clone()
+    dataset = FactorizedDataset(bases, torch.tensor([0, 1]), bank, ["a", "b"], preprocessing=Identity(), device="cpu")
+    grid = dataset.grid(scale=1)
+    pixels = pil_to_tensor(grid.convert("L"))[0].float()
+    tile = 8 + 2  # image plus padding
+    panel_w = 3 * tile + 2 + 12  # 3 columns: the basis and 2 hallucinators
+    per_line = grid.width // panel_w
+    for c, grey in enumerate((0.4, 0.8)):
+        x, y = (c % per_line) * panel_w, (c // per_line) * (grid.height // -(-2 // per_line))
+        first, second = pixels[y + 16 : y + 24, x + 2 : x + 10], pixels[y + 16 : y + 24, x + 2 + tile : x + 10 + tile]
+        assert (first - round(255 * grey)).abs().max() <= 1, c
+        assert second.max() <= 1, c
+
+
 def test_grid_of_a_cifar_sized_dataset_reads_at_a_glance():
     """10 classes x 10 bases x 5 hallucinators: one panel per class, the picture close to square,
     and every basis's row shows its hallucinators' images where the panel layout puts them."""
@@ -186,3 +206,13 @@ def test_same_seed_same_dataset():
     a, b = make_dataset(seed=3), make_dataset(seed=3)
     assert all(torch.equal(x, y) for x, y in zip(a.materialize().tensors, b.materialize().tensors))
     assert not torch.equal(a.materialize().tensors[0], make_dataset(seed=4).materialize().tensors[0])
+
+
+def test_storage_counts_smaller_bases_at_their_size():
+    """36 bases of 16x16 per class + 5 upsampling hallucinators = the values of 9 full-size bases + 5 haba-conv."""
+    bank = create_hallucinators("haba-conv-up", 5, (3, 16, 16), (3, 32, 32))
+    dataset = FactorizedDataset(torch.zeros(360, 3, 16, 16), torch.arange(360) % 10, bank, [str(c) for c in range(10)],
+                                preprocessing=Identity(), device="cpu")  # fmt: skip
+    assert dataset.storage.basis_values == 360 * 3 * 16 * 16
+    assert dataset.storage.total_values == 9 * 10 * 3 * 32 * 32 + 5 * 5568 == 304_320
+    assert dataset.storage.equivalent_ipc == pytest.approx(304_320 / (10 * 3072))

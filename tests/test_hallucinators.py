@@ -19,10 +19,13 @@ def test_reference_size_for_cifar():
     assert bank.scale.shape == (5, 3, 30, 30)
 
 
-@pytest.mark.parametrize("basis_shape, shape", [((3, 10, 12), (3, 10, 12)), ((1, 9, 9), (3, 9, 9)), ((1, 7, 7), (1, 7, 7))])
-def test_batched_equals_reference_modules(basis_shape, shape):
+@pytest.mark.parametrize("architecture, basis_shape, shape", [
+    ("haba-conv", (3, 10, 12), (3, 10, 12)), ("haba-conv", (1, 9, 9), (3, 9, 9)), ("haba-conv", (1, 7, 7), (1, 7, 7)),
+    ("haba-conv-up", (3, 5, 6), (3, 10, 12)), ("haba-conv-up", (1, 3, 3), (3, 9, 9)),
+])  # fmt: skip
+def test_batched_equals_reference_modules(architecture, basis_shape, shape):
     torch.manual_seed(0)
-    bank = create_hallucinators("haba-conv", 4, basis_shape, shape)
+    bank = create_hallucinators(architecture, 4, basis_shape, shape)
     with torch.no_grad():  # non-trivial affine, so a wrong scale/shift layout shows
         bank.scale.normal_()
         bank.shift.normal_()
@@ -65,3 +68,31 @@ def test_identity_init_starts_near_identity():
     for k in range(3):
         out = bank(bases, k)
         assert (out[inner] - bases[inner]).abs().mean() < 0.15 * bases.abs().mean()
+
+
+def test_upsampling_hallucinators_shapes_storage_and_errors():
+    bank = create_hallucinators("haba-conv-up", 5, (3, 16, 16), (3, 32, 32), mode="nearest")
+    flat = create_hallucinators("haba-conv", 5, (3, 32, 32), (3, 32, 32))
+    assert bank.factor == 2 and bank.options() == {"mode": "nearest"}
+    assert bank(torch.randn(2, 3, 16, 16), 4).shape == (2, 3, 32, 32)
+    # the parameters are those of haba-conv at image size: the factor costs no hallucinator storage
+    assert {k: v.shape for k, v in bank.state_dict().items()} == {k: v.shape for k, v in flat.state_dict().items()}
+    with pytest.raises(ValueError, match="haba-conv-up takes smaller bases"):
+        create_hallucinators("haba-conv", 2, (3, 16, 16), (3, 32, 32))
+    for basis in ((3, 15, 16), (3, 16, 8), (3, 64, 64)):
+        with pytest.raises(ValueError, match="integer factor"):
+            create_hallucinators("haba-conv-up", 2, basis, (3, 32, 32))
+    with pytest.raises(ValueError, match="mode must be"):
+        create_hallucinators("haba-conv-up", 2, (3, 16, 16), (3, 32, 32), mode="bicubic")
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "nearest"])
+def test_upsampling_identity_init_starts_near_the_upsampled_basis(mode):
+    torch.manual_seed(0)
+    bank = create_hallucinators("haba-conv-up", 3, (3, 8, 8), (3, 16, 16), init="identity", mode=mode)
+    bases = torch.rand(4, 3, 8, 8)
+    target = torch.nn.functional.interpolate(bases, size=(16, 16), mode=mode)
+    inner = (slice(None), slice(None), slice(2, -2), slice(2, -2))
+    for k in range(3):
+        error = (bank(bases, k)[inner] - target[inner]).abs().mean()
+        assert error < 0.15 * target.abs().mean()

@@ -82,7 +82,9 @@ class PlainImages(Parameterization):
 class HaBa(Parameterization):
     """Bases + hallucinators, with the adversary of the HaBa paper (section 3 of the method notes).
 
-    Each :meth:`draw` applies ONE random hallucinator to the requested bases. :meth:`regularizer`
+    ``image_shape`` (default: the bases' shape) is what the hallucinators make; smaller bases
+    need an architecture that upsamples (``haba-conv-up``). Each :meth:`draw` applies ONE random
+    hallucinator to the requested bases. :meth:`regularizer`
     is ``lambda_cos * mean((cos(f(h_i b), f(h_j b)) + 1) / 2)`` for two different hallucinators
     and the adversary's features ``f`` (pushes the two views apart); :meth:`adversary_step`
     trains the adversary alone on ``lambda_task * CE + lambda_sim * mean((1 - cos) / 2) +
@@ -96,6 +98,7 @@ class HaBa(Parameterization):
         labels: torch.Tensor,
         *,
         num_classes: int,
+        image_shape: tuple[int, int, int] | None = None,
         hallucinators: int = 5,
         architecture: str = "haba-conv",
         hallucinator_options: dict | None = None,
@@ -116,10 +119,10 @@ class HaBa(Parameterization):
         super().__init__()
         if hallucinators < 2:
             raise ValueError(f"HaBa needs at least 2 hallucinators (two views per basis), got {hallucinators}")
-        shape = tuple(bases.shape[1:])
+        shape = tuple(image_shape or bases.shape[1:])
         self.bases = nn.Parameter(bases.detach().clone().float())
         self.register_buffer("labels", labels.long().clone())
-        self.bank = create_hallucinators(architecture, hallucinators, shape, shape, device=bases.device,
+        self.bank = create_hallucinators(architecture, hallucinators, tuple(bases.shape[1:]), shape, device=bases.device,
                                          **(hallucinator_options or {}))  # fmt: skip
         self.adversary = create_net(adversary, shape[0], num_classes, shape[1], **(adversary_options or {})).to(bases.device)
         self.lambdas = {"cos": lambda_cos, "task": lambda_task, "sim": lambda_sim, "con": lambda_con}

@@ -17,6 +17,7 @@ import logging
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 import yaml
 
 from .. import io
@@ -88,14 +89,25 @@ def _call(what: str, factory, *args, **kwargs):
 
 
 def build_synthetic(recipe: dict, real: RealData, init: torch.Tensor, labels: torch.Tensor, device) -> Parameterization:
-    """The recipe's parameterisation, initialised from real images ``init`` (model space)."""
+    """The recipe's parameterisation, initialised from real images ``init`` (model space).
+
+    ``parameterization.haba.basis_factor`` (default 1) stores bases at ``1 / factor`` of the image
+    size, initialised as the area-averaged ``init`` (multi-formation; needs ``haba-conv-up``).
+    """
     section = recipe["parameterization"]
     kind = section["kind"]
     options = dict(section.get(kind) or {})
     if kind == "plain":
         return _call("parameterization.plain", PlainImages, init.to(device), labels.to(device), **options)
     options.pop("bases_per_class", None)
-    return _call("parameterization.haba", HaBa, init.to(device), labels.to(device), num_classes=len(real.classes), **options)
+    factor = options.pop("basis_factor", 1)
+    image_shape = tuple(init.shape[1:])
+    if not (isinstance(factor, int) and factor >= 1 and image_shape[1] % factor == 0 and image_shape[2] % factor == 0):
+        raise ValueError(f"parameterization.haba.basis_factor must be a positive int dividing the image size "
+                         f"{image_shape[1:]}, got {factor!r}")  # fmt: skip
+    bases = F.interpolate(init, scale_factor=1 / factor, mode="area") if factor > 1 else init
+    return _call("parameterization.haba", HaBa, bases.to(device), labels.to(device), num_classes=len(real.classes),
+                 image_shape=image_shape, **options)  # fmt: skip
 
 
 def items_per_class(recipe: dict) -> int:
@@ -168,7 +180,8 @@ def run_recipe(
         "dataset": recipe["dataset"],
         "recipe": {k: v for k, v in recipe.items() if k not in ("name", "reference")},
         "budget": {"iterations": schedule.iterations, "distill_seconds": round(record["seconds"], 1),
-                   "device": str(device), "experts": len(experts.ids) if experts else None},
+                   "device": str(device), "experts": len(experts.ids) if experts else None,
+                   "stored_values": best.storage.total_values},
         "selected_iteration": record["iteration"],
         "metrics": {"val_accuracy": record["val_accuracy"], "test_accuracy": report.mean, "test_accuracy_std": report.std,
                     "runs": ev["runs"], "epochs": ev["epochs"], "model": "ConvNet"},
