@@ -133,10 +133,10 @@ class ConvHallucinators(HallucinatorBank):
 
     def __init__(self, count: int, basis_shape: Shape, image_shape: Shape, *, device=None, init: str = "default") -> None:
         super().__init__(count, basis_shape, image_shape)
-        cb, c, (h, w) = basis_shape[0], image_shape[0], image_shape[1:]
+        self.resize_in, self.resize_out, (h, w) = self._resizes()
+        cb, c = basis_shape[0], image_shape[0]
         if h < 3 or w < 3:
-            raise ValueError(f"{self.architecture} needs images of at least 3x3, got {image_shape}")
-        self.resize = self._resize_module()
+            raise ValueError(f"{self.architecture} needs its layers to run at >= 3x3, got {(h, w)}")
         kw = {"device": device, "dtype": torch.float32}
         self.encoder_weight = nn.Parameter(torch.empty(count, c, cb, 3, 3, **kw))
         self.encoder_bias = nn.Parameter(torch.empty(count, c, **kw))
@@ -166,20 +166,20 @@ class ConvHallucinators(HallucinatorBank):
             self.encoder_weight[:, :, :, 1, 1] += torch.eye(c, cb) if c == cb else 1.0 / cb
             self.decoder_weight[:, :, :, 1, 1] += torch.eye(c)
 
-    def _resize_module(self) -> nn.Module:
-        """What maps a basis to image size before the encoder (here nothing: same size)."""
+    def _resizes(self) -> tuple[nn.Module, nn.Module, tuple[int, int]]:
+        """What runs before and after the layers, and the size the layers run at (here: none, the image's)."""
         if self.basis_shape[1:] != self.image_shape[1:]:
             raise ValueError(f"haba-conv needs bases and images of the same size, got {self.basis_shape} -> "
                              f"{self.image_shape} (haba-conv-up takes smaller bases)")  # fmt: skip
-        return nn.Identity()
+        return nn.Identity(), nn.Identity(), self.image_shape[1:]
 
     def forward_one(self, bases: torch.Tensor, k: int) -> torch.Tensor:
-        z = F.conv2d(self.resize(bases), self.encoder_weight[k], self.encoder_bias[k])
+        z = F.conv2d(self.resize_in(bases), self.encoder_weight[k], self.encoder_bias[k])
         z = torch.addcmul(self.shift[k], z, self.scale[k])
         # ConvTranspose2d(stride 1, no padding) == Conv2d with padding 2 and the kernel transposed
         # and flipped; PyTorch's CPU Conv2d is many times faster than its ConvTranspose2d.
         kernel = self.decoder_weight[k].transpose(0, 1).flip(-1, -2)
-        return F.conv2d(z, kernel, self.decoder_bias[k], padding=2)
+        return self.resize_out(F.conv2d(z, kernel, self.decoder_bias[k], padding=2))
 
     def module(self, k: int) -> nn.Module:
         """Hallucinator ``k`` as a plain ``nn.Module`` (Conv2d, affine, ConvTranspose2d), a copy."""
@@ -204,16 +204,18 @@ class _SingleConvHallucinator(nn.Module):
             self.decoder.bias.copy_(bank.decoder_bias[k])
         self.scale = nn.Parameter(bank.scale[k].detach().clone().unsqueeze(0))
         self.shift = nn.Parameter(bank.shift[k].detach().clone().unsqueeze(0))
-        self.resize = bank.resize  # holds no parameters
+        self.resize_in, self.resize_out = bank.resize_in, bank.resize_out  # they hold no parameters
 
     def forward(self, bases: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.scale * self.encoder(self.resize(bases)) + self.shift)
+        return self.resize_out(self.decoder(self.scale * self.encoder(self.resize_in(bases)) + self.shift))
 
 
 @register_hallucinators("haba-conv-up")
 class UpsampledConvHallucinators(ConvHallucinators):
-    """Multi-formation HaBa: bases stored at ``1 / factor`` of the image size, each hallucinator
-    upsampling its basis (``mode``: ``"bilinear"`` or ``"nearest"``) before the ``haba-conv`` layers.
+    """Multi-formation HaBa: bases stored at ``1 / factor`` of the image size and upsampled
+    (``mode``: ``"bilinear"`` or ``"nearest"``), with the ``haba-conv`` layers run at the image's size
+    after upsampling (``at="image"``) or at the basis's size before it (``at="basis"``, which
+    stores about ``factor**2`` times fewer hallucinator values, the per-element affine included).
 
     With factor 2 a 32x32 image slot of storage holds four 16x16 bases (the multi-formation of
     IDC, Kim et al. 2022), each still seen through every hallucinator. The factor is
@@ -222,18 +224,21 @@ class UpsampledConvHallucinators(ConvHallucinators):
     """
 
     def __init__(self, count: int, basis_shape: Shape, image_shape: Shape, *, device=None, init: str = "default",
-                 mode: str = "bilinear") -> None:  # fmt: skip
+                 mode: str = "bilinear", at: str = "image") -> None:  # fmt: skip
         if mode not in ("bilinear", "nearest"):
             raise ValueError(f"mode must be 'bilinear' or 'nearest', got {mode!r}")
-        self._mode = mode
+        if at not in ("image", "basis"):
+            raise ValueError(f"at must be 'image' or 'basis', got {at!r}")
+        self._mode, self._at = mode, at
         super().__init__(count, basis_shape, image_shape, device=device, init=init)
 
-    def _resize_module(self) -> nn.Module:
+    def _resizes(self):
         (hb, wb), (h, w) = self.basis_shape[1:], self.image_shape[1:]
         if h % hb or w % wb or h // hb != w // wb:
             raise ValueError(f"haba-conv-up needs images an integer factor larger than the bases, the same for height "
                              f"and width, got {self.basis_shape} -> {self.image_shape}")  # fmt: skip
-        return nn.Upsample(size=(h, w), mode=self._mode)
+        upsample = nn.Upsample(size=(h, w), mode=self._mode)
+        return (upsample, nn.Identity(), (h, w)) if self._at == "image" else (nn.Identity(), upsample, (hb, wb))
 
     @property
     def factor(self) -> int:
@@ -241,7 +246,7 @@ class UpsampledConvHallucinators(ConvHallucinators):
         return self.image_shape[1] // self.basis_shape[1]
 
     def options(self) -> dict:
-        return {"mode": self._mode}
+        return {"mode": self._mode, "at": self._at}
 
 
 @register_hallucinators("identity")

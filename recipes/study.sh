@@ -14,13 +14,17 @@ shift || true
 results=recipes/results/study
 haba=parameterization.haba
 declare -A experts=(
-    [mf2]=cifar10-ipc10-cpu [mf2-all]=cifar10-ipc10-cpu [lr-bases-1000]=cifar10-ipc10-cpu
+    [mf2]=cifar10-ipc10-cpu [mf2-basis]=cifar10-ipc10-cpu [mf2-all]=cifar10-ipc10-cpu [lr-bases-1000]=cifar10-ipc10-cpu
     [steps-40]=cifar10-ipc10-cpu [start-2]=cifar10-ipc10-cpu [width-64]=cifar10-w64 [experts-16]=cifar10-e16
 )
 declare -A sets=(
     # multi-formation: bases at 16x16 (4 per image slot: 36 per class, the storage of 9 full-size ones),
     # each inner step on 90 of the 360 bases (the baseline's batch, so the same cost per iteration)
     [mf2]="$haba.architecture=haba-conv-up $haba.basis_factor=2 $haba.bases_per_class=36 objective.mtt.batch_syn=90"
+    # the same with the hallucinators' layers at 16x16 before upsampling: 1,344 values each instead of 5,568,
+    # so 39 bases per class fit (306,240 values)
+    [mf2-basis]="$haba.architecture=haba-conv-up $haba.hallucinator_options.at=basis $haba.basis_factor=2
+                 $haba.bases_per_class=39 objective.mtt.batch_syn=90"
     [mf2-all]="$haba.architecture=haba-conv-up $haba.basis_factor=2 $haba.bases_per_class=36"  # all 360 per step
     [lr-bases-1000]="$haba.lr_bases=1000"
     [steps-40]="objective.mtt.syn_steps=40"
@@ -43,7 +47,7 @@ train_experts() {  # a run's experts, first and timed: seconds added up in recip
     [[ -f $log ]] && spent=$(python -c "import json, sys; print(json.load(open(sys.argv[1]))['seconds'])" "$log")
     echo "{\"experts\": $count, \"epochs\": 6, \"width\": $width, \"threads\": $OMP_NUM_THREADS, \"seconds\": $((spent + SECONDS - start))}" > "$log"
 }
-order=(mf2 width-64 lr-bases-1000 steps-40 start-2 experts-16 mf2-all)
+order=(mf2 mf2-basis width-64 lr-bases-1000 steps-40 start-2 experts-16 mf2-all)
 for name in "${@:-${order[@]}}"; do
     [[ -v "sets[$name]" ]] || { echo "unknown run $name (known: ${order[*]})" >&2; exit 2; }
     run=runs/study/$name args=()

@@ -19,13 +19,14 @@ def test_reference_size_for_cifar():
     assert bank.scale.shape == (5, 3, 30, 30)
 
 
-@pytest.mark.parametrize("architecture, basis_shape, shape", [
-    ("haba-conv", (3, 10, 12), (3, 10, 12)), ("haba-conv", (1, 9, 9), (3, 9, 9)), ("haba-conv", (1, 7, 7), (1, 7, 7)),
-    ("haba-conv-up", (3, 5, 6), (3, 10, 12)), ("haba-conv-up", (1, 3, 3), (3, 9, 9)),
+@pytest.mark.parametrize("architecture, basis_shape, shape, options", [
+    ("haba-conv", (3, 10, 12), (3, 10, 12), {}), ("haba-conv", (1, 9, 9), (3, 9, 9), {}),
+    ("haba-conv", (1, 7, 7), (1, 7, 7), {}), ("haba-conv-up", (3, 5, 6), (3, 10, 12), {}),
+    ("haba-conv-up", (1, 3, 3), (3, 9, 9), {"mode": "nearest"}), ("haba-conv-up", (3, 5, 6), (3, 10, 12), {"at": "basis"}),
 ])  # fmt: skip
-def test_batched_equals_reference_modules(architecture, basis_shape, shape):
+def test_batched_equals_reference_modules(architecture, basis_shape, shape, options):
     torch.manual_seed(0)
-    bank = create_hallucinators(architecture, 4, basis_shape, shape)
+    bank = create_hallucinators(architecture, 4, basis_shape, shape, **options)
     with torch.no_grad():  # non-trivial affine, so a wrong scale/shift layout shows
         bank.scale.normal_()
         bank.shift.normal_()
@@ -73,10 +74,13 @@ def test_identity_init_starts_near_identity():
 def test_upsampling_hallucinators_shapes_storage_and_errors():
     bank = create_hallucinators("haba-conv-up", 5, (3, 16, 16), (3, 32, 32), mode="nearest")
     flat = create_hallucinators("haba-conv", 5, (3, 32, 32), (3, 32, 32))
-    assert bank.factor == 2 and bank.options() == {"mode": "nearest"}
+    assert bank.factor == 2 and bank.options() == {"mode": "nearest", "at": "image"}
     assert bank(torch.randn(2, 3, 16, 16), 4).shape == (2, 3, 32, 32)
-    # the parameters are those of haba-conv at image size: the factor costs no hallucinator storage
+    # layers at image size: the parameters of haba-conv at image size; at basis size: those at 16x16
     assert {k: v.shape for k, v in bank.state_dict().items()} == {k: v.shape for k, v in flat.state_dict().items()}
+    small = create_hallucinators("haba-conv-up", 5, (3, 16, 16), (3, 32, 32), at="basis")
+    assert small(torch.randn(2, 3, 16, 16), 4).shape == (2, 3, 32, 32) and small.scale.shape == (5, 3, 14, 14)
+    assert sum(p.numel() for p in small.parameters()) // 5 == 2 * (3 * 3 * 9 + 3) + 2 * 3 * 14 * 14 == 1344
     with pytest.raises(ValueError, match="haba-conv-up takes smaller bases"):
         create_hallucinators("haba-conv", 2, (3, 16, 16), (3, 32, 32))
     for basis in ((3, 15, 16), (3, 16, 8), (3, 64, 64)):
@@ -84,15 +88,19 @@ def test_upsampling_hallucinators_shapes_storage_and_errors():
             create_hallucinators("haba-conv-up", 2, basis, (3, 32, 32))
     with pytest.raises(ValueError, match="mode must be"):
         create_hallucinators("haba-conv-up", 2, (3, 16, 16), (3, 32, 32), mode="bicubic")
+    with pytest.raises(ValueError, match="at must be"):
+        create_hallucinators("haba-conv-up", 2, (3, 16, 16), (3, 32, 32), at="both")
+    with pytest.raises(ValueError, match="layers to run at >= 3x3"):
+        create_hallucinators("haba-conv-up", 2, (3, 2, 2), (3, 32, 32), at="basis")
 
 
-@pytest.mark.parametrize("mode", ["bilinear", "nearest"])
-def test_upsampling_identity_init_starts_near_the_upsampled_basis(mode):
+@pytest.mark.parametrize("mode, at", [("bilinear", "image"), ("nearest", "image"), ("bilinear", "basis")])
+def test_upsampling_identity_init_starts_near_the_upsampled_basis(mode, at):
     torch.manual_seed(0)
-    bank = create_hallucinators("haba-conv-up", 3, (3, 8, 8), (3, 16, 16), init="identity", mode=mode)
+    bank = create_hallucinators("haba-conv-up", 3, (3, 8, 8), (3, 16, 16), init="identity", mode=mode, at=at)
     bases = torch.rand(4, 3, 8, 8)
     target = torch.nn.functional.interpolate(bases, size=(16, 16), mode=mode)
-    inner = (slice(None), slice(None), slice(2, -2), slice(2, -2))
+    inner = (slice(None), slice(None), slice(4, -4), slice(4, -4))  # borders lose the convs' padding
     for k in range(3):
         error = (bank(bases, k)[inner] - target[inner]).abs().mean()
         assert error < 0.15 * target.abs().mean()
