@@ -2,9 +2,9 @@
 
     python recipes/study_table.py [recipes/results/study]
 
-Each row is a run of recipes/cifar10-ipc10.yaml with the `cpu` profile and the settings in its
-first column changed (read from the run's summary, so the table cannot disagree with the run);
-the baseline is recipes/compare.sh's HaBa/MTT run. CPU time is wall time x threads: the experts a
+Each row is a run of a recipe with its `cpu` profile and the settings in the second column
+changed (read from the run's summary, so the table cannot disagree with the run), under the
+baseline run of that recipe (BASELINES). CPU time is wall time x threads: the experts a
 run needs (its experts.json, copied from recipes/results/study/experts/) plus its distillation.
 """
 
@@ -12,12 +12,13 @@ import json
 import sys
 from pathlib import Path
 
+from haba_datasets import create_hallucinators
 from haba_datasets.distill.recipe import load_recipe
 
-BASELINE = Path("recipes/results/compare/c10-ipc10-mtt-haba")
-# The baseline's experts (4 x 6 epochs, width 32): trained once for compare.sh; this study's copy
-# of them is timed in recipes/results/study/experts/cifar10-ipc10-cpu.json.
-BASELINE_EXPERTS = "cifar10-ipc10-cpu"
+# recipe -> the run every study run of that recipe changes one factor of (same experts: 4 x 6 epochs, width 32)
+BASELINES = {"cifar10-ipc10": Path("recipes/results/compare/c10-ipc10-mtt-haba"),
+             "cifar10-ipc1": Path("recipes/results/zoo/cifar10-ipc1/run")}  # fmt: skip
+BASELINE_EXPERTS = "cifar10-ipc10-cpu"  # the study's copy of those experts, timed
 
 
 def changes(recipe: dict, reference: dict, prefix: str = "") -> list[str]:
@@ -32,35 +33,44 @@ def changes(recipe: dict, reference: dict, prefix: str = "") -> list[str]:
     return out
 
 
-def row(folder: Path, reference: dict, experts_dir: Path) -> str:
+def row(folder: Path, experts: Path) -> str:
     s = json.loads((folder / "summary.json").read_text())
+    reference = load_recipe(f"recipes/{s['name']}.yaml", profile="cpu")
+    reference = {k: v for k, v in reference.items() if k not in ("name", "reference")}
     recipe, budget, metrics = s["recipe"], s["budget"], s["metrics"]
     changed = [c for c in changes(recipe, reference) if not c.startswith("evaluation.")] or ["(the `cpu` profile)"]
     curve = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
     val = " / ".join(f"{100 * r['val_accuracy']:.1f}" for r in curve if "val_accuracy" in r)
     width = recipe["experts"].get("net_options", {}).get("width")
-    cost = json.loads((experts_dir / f"{BASELINE_EXPERTS}.json" if folder == BASELINE else folder / "experts.json").read_text())
+    cost = json.loads(experts.read_text())
     expert_h = cost["seconds"] * cost["threads"] / 3600
     distill_h = budget["distill_seconds"] / 3600  # one thread
     test = json.loads((folder / "evaluation" / "report.json").read_text())["test_accuracy"]["runs"][0]
-    stored = budget.get("stored_values", 304_320)  # the baseline's summary predates the field: 9 bases x 10 + 5 hallucinators
-    return (f"| {'; '.join(changed)} | {stored:,} | {recipe['experts']['count']} x {recipe['experts']['epochs']}, width {width}: "
+    stored = budget.get("stored_values") or _stored(recipe)
+    return (f"| {s['name']} | {'; '.join(changed)} | {stored:,} | {recipe['experts']['count']} x {recipe['experts']['epochs']}, width {width}: "
             f"{expert_h:.2f} h | {budget['iterations']}: {budget['distill_seconds'] / budget['iterations']:.1f} s/it, "
             f"{distill_h:.2f} h | {val} | {s['selected_iteration']} ({100 * metrics['val_accuracy']:.2f}) | "
             f"{100 * test:.2f} | {expert_h + distill_h:.2f} |")
 
 
+def _stored(recipe: dict) -> int:
+    """Values stored by a baseline run whose summary predates ``stored_values`` (haba-conv, CIFAR-10)."""
+    haba = recipe["parameterization"]["haba"]
+    bank = create_hallucinators("haba-conv", haba["hallucinators"], (3, 32, 32), (3, 32, 32), device="meta")
+    return haba["bases_per_class"] * 10 * 3072 + sum(p.numel() for p in bank.parameters())
+
+
 def main(folder: str) -> None:
-    reference = load_recipe("recipes/cifar10-ipc10.yaml", profile="cpu")
-    reference = {k: v for k, v in reference.items() if k not in ("name", "reference")}
-    print("| changed (against the `cpu` profile) | stored values | experts: count x epochs, CPU-hours | iterations: "
-          "time per iteration, CPU-hours | validation % every 50 iterations (from 0) | selected iteration "
+    print("| recipe | changed (against its `cpu` profile) | stored values | experts: count x epochs, CPU-hours | "
+          "iterations: time per iteration, CPU-hours | validation % every 50 iterations (from 0) | selected iteration "
           "(validation %) | test %, 1 x 500 | CPU-hours in all |")
-    print("|---|---|---|---|---|---|---|---|")
-    experts_dir = Path(folder) / "experts"
-    print(row(BASELINE, reference, experts_dir))
-    for path in sorted(Path(folder).glob("*/summary.json")):
-        print(row(path.parent, reference, experts_dir))
+    print("|---|---|---|---|---|---|---|---|---|")
+    runs = sorted(Path(folder).glob("*/summary.json"), key=lambda p: (json.loads(p.read_text())["name"], p.parent.name))
+    for name, baseline in BASELINES.items():
+        print(row(baseline, Path(folder) / "experts" / f"{BASELINE_EXPERTS}.json"))
+        for path in runs:
+            if json.loads(path.read_text())["name"] == name:
+                print(row(path.parent, path.parent / "experts.json"))
 
 
 if __name__ == "__main__":
