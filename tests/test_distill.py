@@ -282,6 +282,14 @@ def test_load_recipe_profiles_overrides_and_errors(tmp_path):
     assert recipe["parameterization"]["kind"] == "plain" and recipe["evaluation"]["runs"] == 2
     with pytest.raises(ValueError, match="no profile 'gpu'"):
         load_recipe(path, profile="gpu")
+    raw = yaml.safe_load(path.read_text())
+    raw["profiles"].update(zoo={"extends": "cpu", "schedule": {"iterations": 6}}, a={"extends": "b"}, b={"extends": "a"})
+    path.write_text(yaml.safe_dump(raw))
+    zoo = load_recipe(path, profile="zoo")
+    assert zoo["schedule"] == {"iterations": 6, "eval_every": 2, "eval_epochs": 3, "checkpoint_every": 2}
+    assert zoo["evaluation"] == {"runs": 2, "epochs": 3} and zoo["profile"] == "zoo"  # from cpu
+    with pytest.raises(ValueError, match="in a cycle: a -> b -> a"):
+        load_recipe(path, profile="a")
     with pytest.raises(ValueError, match="objective.kind"):
         load_recipe(path, overrides={"objective.kind": "dc"})
     with pytest.raises(ValueError, match="unknown keys \\['iterations'\\]"):

@@ -1,6 +1,7 @@
 """The bundled zoo: every registered name loads offline with a complete card, and the README's
 DataLoader example trains a classifier that reaches the accuracy the README states (real data)."""
 
+import json
 import os
 import re
 import subprocess
@@ -11,6 +12,7 @@ import pytest
 from torch.utils.data import DataLoader
 
 from haba_datasets import FactorizedDataset, hub
+from haba_datasets.distill.recipe import load_recipe
 
 README = Path(__file__).parents[1] / "README.md"
 
@@ -33,6 +35,25 @@ def test_zoo_entry_is_bundled_with_a_complete_card(name, monkeypatch):
     images, labels = next(iter(DataLoader(dataset, batch_size=8, shuffle=True)))
     assert images.shape == (8, *dataset.hallucinators.image_shape) and images.isfinite().all()
     assert labels.max() < len(dataset.classes) and dataset.preprocessing.inverse(images).isfinite().all()
+
+
+@pytest.mark.parametrize("name", sorted(hub.ZOO))
+def test_the_recipes_zoo_profile_is_what_made_the_entry(name):
+    """`haba-datasets distill recipes/NAME.yaml --profile zoo` alone reproduces the entry's settings."""
+    made = dict(FactorizedDataset.from_pretrained(name, device="cpu").provenance["recipe"])
+    profile = load_recipe(README.parent / "recipes" / f"{name}.yaml", profile="zoo")
+    assert {k: v for k, v in profile.items() if k not in ("name", "reference", "profile")} == \
+        {k: v for k, v in made.items() if k != "profile"}
+
+
+def test_zoo_choose_keeps_the_best_validation_run(tmp_path):
+    for run, val, test in (("a", 0.4, 0.9), ("b", 0.5, 0.1)):
+        (tmp_path / run / "evaluation").mkdir(parents=True)
+        report = {"val_accuracy": {"mean": val}, "test_accuracy": {"mean": test}}
+        (tmp_path / run / "evaluation" / "report.json").write_text(json.dumps(report))
+    out = subprocess.run([sys.executable, str(README.parent / "recipes" / "zoo.py"), "choose", str(tmp_path / "a"),
+                          str(tmp_path / "b")], capture_output=True, text=True, check=True)  # fmt: skip
+    assert out.stdout.strip() == str(tmp_path / "b")
 
 
 @pytest.mark.slow

@@ -4,7 +4,8 @@ real data -> (MTT) expert trajectories -> distillation (validation-selected) -> 
 real test split with the literature's protocol -> dataset folder with provenance (-> the Hub).
 
 A recipe holds the paper-scale settings; ``profiles`` holds named overrides (``cpu``: what fits a
-small machine), merged key by key; ``overrides`` (``{"parameterization.kind": "plain"}``) are
+small machine), merged key by key; a profile may ``extends: <profile>`` another, so the zoo's
+settings are written as what they change; ``overrides`` (``{"parameterization.kind": "plain"}``) are
 applied last. ``parameterization`` and ``objective`` name their ``kind`` and keep the options of
 every kind under its name, so one switch changes the method. See ``recipes/README.md``.
 """
@@ -47,9 +48,7 @@ def load_recipe(path: str | Path, *, profile: str | None = None, overrides: dict
         raise ValueError(f"{path}: a recipe is a mapping of settings")
     profiles = recipe.pop("profiles", None) or {}
     if profile is not None:
-        if profile not in profiles:
-            raise ValueError(f"{path}: no profile {profile!r} (has: {', '.join(profiles) or 'none'})")
-        recipe = _merge(recipe, profiles[profile])
+        recipe = _merge(recipe, _profile(path, profiles, profile))
     for dotted, value in (overrides or {}).items():
         recipe = _merge(recipe, _nest(dotted.split("."), value))
     recipe["profile"] = profile
@@ -67,6 +66,17 @@ def load_recipe(path: str | Path, *, profile: str | None = None, overrides: dict
     if recipe["objective"]["kind"] == "mtt" and not isinstance(recipe.get("experts"), dict):
         raise ValueError(f"{path}: an mtt recipe needs an 'experts' section (count, epochs)")
     return recipe
+
+
+def _profile(path: Path, profiles: dict, name: str, seen: tuple[str, ...] = ()) -> dict:
+    """Profile ``name``'s overrides, on top of those of the profile it ``extends`` (if any)."""
+    if name not in profiles:
+        raise ValueError(f"{path}: no profile {name!r} (has: {', '.join(profiles) or 'none'})")
+    if name in seen:
+        raise ValueError(f"{path}: profiles extend each other in a cycle: {' -> '.join((*seen, name))}")
+    overrides = dict(profiles[name])
+    parent = overrides.pop("extends", None)
+    return _merge(_profile(path, profiles, parent, (*seen, name)), overrides) if parent else overrides
 
 
 def _merge(base: dict, update: dict) -> dict:
