@@ -13,7 +13,7 @@ export HABA_DATA_ROOT="${1:-../shared/data}" OMP_NUM_THREADS="${OMP_NUM_THREADS:
 shift || true
 results=recipes/results/study
 haba=parameterization.haba mf="parameterization.haba.architecture=haba-conv-up parameterization.haba.basis_factor=2"
-# run -> "recipe experts-folder setting=value ..." (experts: count x 6 epochs, width 32 unless the folder says)
+# run -> "recipe experts-folder setting=value ..." (experts: 4 x 6 epochs of width 32 unless the settings say)
 declare -A runs=(
     # multi-formation: bases at 16x16 (4 per image slot: 36 per class, the storage of 9 full-size ones),
     # each inner step on 90 of the 360 bases (the baseline's batch, so the same cost per iteration)
@@ -28,35 +28,38 @@ declare -A runs=(
     [start-2]="cifar10-ipc10 cifar10-ipc10-cpu objective.mtt.max_start_epoch=2"
     [width-64]="cifar10-ipc10 cifar10-w64 experts.net_options.width=64"  # experts and student (the adversary: 32)
     [experts-16]="cifar10-ipc10 cifar10-e16 experts.count=16"
+    # experts trained 16 epochs instead of 6, start epochs 0-11 instead of 0-3 (the targets reach epoch 13 of 16)
+    [long-experts]="cifar10-ipc10 cifar10-e4x16 experts.epochs=16 objective.mtt.max_start_epoch=12"
     # IPC 1 (the zoo's experts: 6 epochs). Plain images: the equal-storage baseline (the zoo's HaBa stores 1.9x);
     # multi-formation with the layers at 16x16: 3 bases per class + 5 hallucinators = 0.969x one image per class
     [ipc1-plain]="cifar10-ipc1 cifar10-ipc10-cpu experts.epochs=6 parameterization.kind=plain"
     [ipc1-mf2-basis]="cifar10-ipc1 cifar10-ipc10-cpu experts.epochs=6 $mf $haba.hallucinator_options.at=basis
                       $haba.bases_per_class=3"
 )
-order=(mf2 mf2-basis width-64 lr-bases-1000 ipc1-plain ipc1-mf2-basis steps-40 start-2 experts-16 mf2-all)
-train_experts() {  # experts folder, count, width: trained first and timed (recipes/results/study/experts/<folder>.json)
-    local folder=$1 count=$2 width=$3 start=$SECONDS finished
+order=(mf2 long-experts mf2-basis width-64 lr-bases-1000 ipc1-plain ipc1-mf2-basis steps-40 start-2 experts-16 mf2-all)
+train_experts() {  # experts folder, count, width, epochs: trained first and timed (recipes/results/study/experts/<folder>.json)
+    local folder=$1 count=$2 width=$3 epochs=$4 start=$SECONDS finished
     finished=$(python -c "import sys; from haba_datasets.distill.experts import Experts; print(len(Experts.open(sys.argv[1]).ids))" \
         "runs/experts/$folder" 2>/dev/null) || finished=0
     (( finished >= count )) && return
     # 16 experts: the first 4 are the cpu profile's (an expert depends on (seed, index) only), 12 more are trained
     [[ $count -le 4 || -d runs/experts/$folder ]] || cp -r runs/experts/cifar10-ipc10-cpu "runs/experts/$folder"
-    haba-datasets experts --dataset cifar10 --experts "$count" --epochs 6 --width "$width" --preprocessing zca --seed 0 \
+    haba-datasets experts --dataset cifar10 --experts "$count" --epochs "$epochs" --width "$width" --preprocessing zca --seed 0 \
         -o "runs/experts/$folder"
     local log=$results/experts/$folder.json spent=0
     mkdir -p "$results/experts"
     [[ -f $log ]] && spent=$(python -c "import json, sys; print(json.load(open(sys.argv[1]))['seconds'])" "$log")
-    echo "{\"experts\": $count, \"epochs\": 6, \"width\": $width, \"threads\": $OMP_NUM_THREADS, \"seconds\": $((spent + SECONDS - start))}" > "$log"
+    echo "{\"experts\": $count, \"epochs\": $epochs, \"width\": $width, \"threads\": $OMP_NUM_THREADS, \"seconds\": $((spent + SECONDS - start))}" > "$log"
 }
 for name in "${@:-${order[@]}}"; do
     [[ -v "runs[$name]" ]] || { echo "unknown run $name (known: ${order[*]})" >&2; exit 2; }
     read -r recipe folder sets <<< "$(echo ${runs[$name]})"
-    run=runs/study/$name args=() count=4 width=32
+    run=runs/study/$name args=() count=4 width=32 epochs=6
     for kv in $sets; do args+=(--set "$kv"); done
     [[ $sets == *experts.count=16* ]] && count=16
     [[ $sets == *width=64* ]] && width=64
-    [[ -f $run/summary.json ]] || { train_experts "$folder" $count $width; haba-datasets distill "recipes/$recipe.yaml" \
+    [[ $sets == *experts.epochs=16* ]] && epochs=16
+    [[ -f $run/summary.json ]] || { train_experts "$folder" $count $width $epochs; haba-datasets distill "recipes/$recipe.yaml" \
         --profile cpu --set evaluation.runs=1 "${args[@]}" --experts-dir "runs/experts/$folder" -o "$run" --resume; }
     mkdir -p "$results/$name/evaluation"
     cp $run/{summary.json,log.jsonl,progress.png,dataset-grid.png} "$results/$name/"

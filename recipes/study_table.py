@@ -62,7 +62,7 @@ def _stored(recipe: dict) -> int:
 
 def main(folder: str) -> None:
     print("| recipe | changed (against its `cpu` profile) | stored values | experts: count x epochs, CPU-hours | "
-          "iterations: time per iteration, CPU-hours | validation % every 50 iterations (from 0) | selected iteration "
+          "iterations: time per iteration (in-loop validation included), CPU-hours | validation % every 50 iterations (from 0) | selected iteration "
           "(validation %) | test %, 1 x 500 | CPU-hours in all |")
     print("|---|---|---|---|---|---|---|---|---|")
     runs = sorted(Path(folder).glob("*/summary.json"), key=lambda p: (json.loads(p.read_text())["name"], p.parent.name))
