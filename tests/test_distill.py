@@ -11,7 +11,7 @@ from haba_datasets.augment import DSA
 from haba_datasets.cli import main
 from haba_datasets.distill.experts import Experts, train_experts
 from haba_datasets.distill.loop import Schedule, distill, distill_step
-from haba_datasets.distill.objectives import DistributionMatching, TrajectoryMatching
+from haba_datasets.distill.objectives import DistributionMatching, TrainedDistributionMatching, TrajectoryMatching
 from haba_datasets.distill.parameterizations import HaBa, PlainImages, supcon
 from haba_datasets.data import load_real
 from haba_datasets.distill.recipe import build_synthetic, load_recipe, run_recipe
@@ -54,6 +54,8 @@ def make_objective(kind, experts=None, **options):
         options = {"syn_steps": 4, "expert_epochs": 1, "max_start_epoch": 1, "lr_teacher": 0.01, "lr_lr": 1e-4, **options}
         return TrajectoryMatching(experts, **options)
     x, y = real_images(60, seed=5)
+    if kind == "dm-trained":
+        return TrainedDistributionMatching(x, y, experts, num_classes=3, max_epoch=3, batch_real=16, **options)
     return DistributionMatching(x, y, num_classes=3, net_options=TINY_NET, batch_real=16, **options)
 
 
@@ -67,10 +69,10 @@ def snapshot(module):
 
 
 @pytest.mark.parametrize("parameterization", ["plain", "haba"])
-@pytest.mark.parametrize("objective", ["mtt", "dm"])
+@pytest.mark.parametrize("objective", ["mtt", "dm", "dm-trained"])
 def test_every_objective_trains_every_parameterization(objective, parameterization, experts):
     options = {"lr": 1.0} if parameterization == "plain" else {"lr_bases": 1.0}
-    synthetic = make_synthetic(parameterization, noise=objective == "dm", **options)
+    synthetic = make_synthetic(parameterization, noise=objective != "mtt", **options)
     obj = make_objective(objective, experts)
     before = fixed_loss(obj, synthetic)
     generator = torch.Generator().manual_seed(0)
@@ -78,6 +80,22 @@ def test_every_objective_trains_every_parameterization(objective, parameterizati
         distill_step(synthetic, obj, generator, DSA())
     after = fixed_loss(obj, synthetic)
     assert after < 0.9 * before, (before, after)
+
+
+def test_trained_dm_embeds_with_expert_parameters_from_the_trajectory(experts):
+    """Each call's network is an expert after an epoch in [0, max_epoch], exactly as saved."""
+    x, y = real_images(60, seed=5)
+    objective = TrainedDistributionMatching(x, y, experts, num_classes=3, max_epoch=2, batch_real=16)
+    seen = set()
+    for seed in range(30):
+        net = objective._fresh_net(torch.Generator().manual_seed(seed))
+        flat = torch.nn.utils.parameters_to_vector(net.parameters())
+        rows = {(i, e) for i in experts.ids for e in range(3) if torch.equal(experts.trajectory(i, e, e)[0], flat)}
+        assert len(rows) == 1 and not any(p.requires_grad for p in net.parameters())
+        seen |= rows
+    assert {e for _, e in seen} == {0, 1, 2} and {i for i, _ in seen} == set(experts.ids)
+    with pytest.raises(ValueError, match="max_epoch must be within the experts' 0 .. 3 epochs"):
+        TrainedDistributionMatching(x, y, experts, num_classes=3, max_epoch=4)
 
 
 def test_a_non_finite_loss_stops_the_step_before_any_update():
@@ -264,6 +282,7 @@ def write_recipe(path, objective="dm"):
                              "haba": {"bases_per_class": 1, "hallucinators": 2, "lr_bases": 1.0, "lr_hallucinators": 0.01,
                                       "adversary_options": TINY_NET}},
         "objective": {"kind": objective, "dm": {"batch_real": 8, "net_options": TINY_NET},
+                      "dm-trained": {"batch_real": 8, "max_epoch": 2},
                       "mtt": {"syn_steps": 3, "expert_epochs": 1, "max_start_epoch": 1, "lr_teacher": 0.01, "lr_lr": 1e-4}},
         "experts": {"count": 1, "epochs": 2, "net_options": TINY_NET, "batch_size": 16},
         "schedule": {"iterations": 100, "eval_every": 2, "eval_epochs": 3, "checkpoint_every": 2},
@@ -298,7 +317,7 @@ def test_load_recipe_profiles_overrides_and_errors(tmp_path):
         load_recipe(path, overrides={"reference.DM": 48.9})  # a percentage, not a fraction
 
 
-@pytest.mark.parametrize("objective", ["dm", "mtt"])
+@pytest.mark.parametrize("objective", ["dm", "mtt", "dm-trained"])
 def test_recipe_runs_end_to_end(tmp_path, objective):
     tiny_real(tmp_path / "colors")
     recipe = load_recipe(write_recipe(tmp_path / "r.yaml", objective), profile="cpu")
@@ -313,9 +332,9 @@ def test_recipe_runs_end_to_end(tmp_path, objective):
     card = (tmp_path / "out" / "dataset" / "README.md").read_text()
     assert f"| this dataset | {100 * metrics['test_accuracy']:.2f} +- " in card and "| HaBa on MTT (published) | 70.00 |" in card
     assert saved.provenance["reference"] == {"HaBa on MTT": 0.7} and "reference" not in saved.provenance["recipe"]
-    if objective == "mtt":
+    if objective != "dm":
         assert Experts.open(tmp_path / "out" / "experts").ids == [0]
-        assert saved.learned_lr is not None
+        assert (saved.learned_lr is not None) == (objective == "mtt")
 
 
 def test_recipe_with_smaller_bases_trains_and_saves_them(tmp_path):

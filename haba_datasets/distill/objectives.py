@@ -3,7 +3,9 @@
 - :class:`TrajectoryMatching` (MTT): a student unrolled from an expert's epoch ``s`` on synthetic
   batches must land near the expert's epoch ``s + M``; the student's step size is learned.
 - :class:`DistributionMatching` (DM): class-wise mean features of real and synthetic images under
-  a fresh random network must agree.
+  a fresh random network must agree;
+- :class:`TrainedDistributionMatching`: the same under networks partly trained on real data (the
+  MTT experts' parameters after a random epoch), the idea of IDM and DANCE.
 """
 
 from __future__ import annotations
@@ -177,3 +179,41 @@ class DistributionMatching(Objective):
         syn_mean = torch.zeros_like(real_mean).index_add(0, syn_labels, syn_feat) / counts
         loss = (real_mean - syn_mean).pow(2).sum()
         return loss, {"match": loss.item()}
+
+
+class TrainedDistributionMatching(DistributionMatching):
+    """DM under networks partly trained on real data instead of freshly initialised ones.
+
+    Each call embeds with an expert (of ``experts``, chosen at random) after a random epoch in
+    ``[0, max_epoch]`` (epoch 0 is the expert's random initialisation): the features of a network
+    that has learned something about the classes, as IDM's queue of trained networks and DANCE's
+    trajectory models give. Everything else is :class:`DistributionMatching`.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        experts: Experts,
+        *,
+        num_classes: int,
+        max_epoch: int,
+        batch_real: int = 256,
+        augment: DSA | None = None,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        config = experts.config
+        super().__init__(images, labels, num_classes=num_classes, net=config["net"], net_options=config["net_options"],
+                         batch_real=batch_real, augment=augment, device=device)  # fmt: skip
+        if not experts.ids:
+            raise ValueError(f"no finished expert in {experts.folder}")
+        if not 0 <= max_epoch <= config["epochs"]:
+            raise ValueError(f"max_epoch must be within the experts' 0 .. {config['epochs']} epochs, got {max_epoch}")
+        self.experts, self.max_epoch = experts, max_epoch
+        self.net = experts.create_net().to(self.device).requires_grad_(False)  # reloaded at every call
+
+    def _fresh_net(self, generator):
+        expert = self.experts.ids[int(torch.randint(len(self.experts.ids), (1,), generator=generator))]
+        epoch = int(torch.randint(self.max_epoch + 1, (1,), generator=generator))
+        nn.utils.vector_to_parameters(self.experts.trajectory(expert, epoch, epoch)[0].to(self.device), self.net.parameters())
+        return self.net

@@ -27,7 +27,7 @@ from ..evaluate import Protocol, as_dataset, evaluate, real_eval_sets
 from ..factorized import FactorizedDataset
 from .experts import Experts, train_experts
 from .loop import Schedule, distill
-from .objectives import DistributionMatching, Objective, TrajectoryMatching
+from .objectives import DistributionMatching, Objective, TrainedDistributionMatching, TrajectoryMatching
 from .parameterizations import HaBa, Parameterization, PlainImages
 
 logger = logging.getLogger(__name__)
@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 _KEYS = {"name", "dataset", "ipc", "preprocessing", "seed", "parameterization", "objective", "experts", "schedule",
          "evaluation", "reference", "profiles"}  # fmt: skip
 _REQUIRED = _KEYS - {"experts", "reference", "profiles"}
+_WITH_EXPERTS = ("mtt", "dm-trained")  # objectives that read expert trajectories
 
 
 def load_recipe(path: str | Path, *, profile: str | None = None, overrides: dict | None = None) -> dict:
@@ -55,7 +56,7 @@ def load_recipe(path: str | Path, *, profile: str | None = None, overrides: dict
     unknown, missing = set(recipe) - _KEYS - {"profile"}, _REQUIRED - set(recipe)
     if unknown or missing:
         raise ValueError(f"{path}: unknown keys {sorted(unknown)}, missing keys {sorted(missing)}")
-    kinds = {"parameterization": ("plain", "haba"), "objective": ("mtt", "dm")}
+    kinds = {"parameterization": ("plain", "haba"), "objective": ("mtt", "dm", "dm-trained")}
     for section, allowed in kinds.items():
         kind = recipe[section].get("kind") if isinstance(recipe[section], dict) else None
         if kind not in allowed:
@@ -63,8 +64,8 @@ def load_recipe(path: str | Path, *, profile: str | None = None, overrides: dict
     reference = recipe.get("reference", {})
     if not (isinstance(reference, dict) and all(isinstance(v, (int, float)) and 0 <= v <= 1 for v in reference.values())):
         raise ValueError(f"{path}: 'reference' maps method names to published test accuracies in [0, 1]")
-    if recipe["objective"]["kind"] == "mtt" and not isinstance(recipe.get("experts"), dict):
-        raise ValueError(f"{path}: an mtt recipe needs an 'experts' section (count, epochs)")
+    if recipe["objective"]["kind"] in _WITH_EXPERTS and not isinstance(recipe.get("experts"), dict):
+        raise ValueError(f"{path}: a {recipe['objective']['kind']} recipe needs an 'experts' section (count, epochs)")
     return recipe
 
 
@@ -132,6 +133,9 @@ def build_objective(recipe: dict, real: RealData, train: torch.Tensor | None, ex
     options = dict(recipe["objective"].get(kind) or {})
     if kind == "mtt":
         return _call("objective.mtt", TrajectoryMatching, experts, device=device, **options)
+    if kind == "dm-trained":
+        return _call("objective.dm-trained", TrainedDistributionMatching, train, real.train.labels, experts,
+                     num_classes=len(real.classes), device=device, **options)  # fmt: skip
     return _call("objective.dm", DistributionMatching, train, real.train.labels, num_classes=len(real.classes),
                  device=device, **options)  # fmt: skip
 
@@ -151,7 +155,7 @@ def run_recipe(
 
     ``out_dir`` receives the distillation run (see :mod:`.loop`), ``evaluation/`` (report.json,
     curves.png) and ``dataset/`` (the validation-selected dataset with its test accuracy in the
-    provenance and card). MTT experts go to ``experts_dir`` (default ``out_dir/experts``) and are
+    provenance and card). Experts (MTT, dm-trained) go to ``experts_dir`` (default ``out_dir/experts``) and are
     reused or resumed when already there. ``push`` publishes ``dataset/`` to that Hub repo.
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -159,7 +163,7 @@ def run_recipe(
     seed = recipe["seed"]
     real = load_real(recipe["dataset"], data_root=data_root)
     experts = None
-    if recipe["objective"]["kind"] == "mtt":
+    if recipe["objective"]["kind"] in _WITH_EXPERTS:
         options = dict(recipe["experts"])
         folder = Path(experts_dir or out / "experts")
         train_experts(folder, dataset=recipe["dataset"], data_root=data_root, experts=options.pop("count"),
@@ -173,7 +177,7 @@ def run_recipe(
     init = as_dataset(init_split, preprocessing).tensors[0]
     torch.manual_seed(seed)  # hallucinator and adversary initialisation
     synthetic = build_synthetic(recipe, real, init, init_split.labels, device)
-    train = as_dataset(real.train, preprocessing).tensors[0] if experts is None else None  # DM's real images
+    train = None if recipe["objective"]["kind"] == "mtt" else as_dataset(real.train, preprocessing).tensors[0]  # DM's
     objective = build_objective(recipe, real, train, experts, device)
     val, test = real_eval_sets(real, preprocessing)
     schedule = Schedule(seed=seed, **recipe["schedule"])
