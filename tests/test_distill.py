@@ -194,6 +194,23 @@ def test_supcon_matches_a_direct_computation():
     torch.testing.assert_close(supcon(f, y, 0.5), expected)
 
 
+def test_haba_draws_one_hallucinator_per_batch_or_per_basis():
+    synthetic = {d: make_synthetic("haba", per_class=4, draw=d) for d in ("batch", "item")}
+    index = torch.arange(12)
+    with torch.no_grad():
+        for draw, parameterization in synthetic.items():
+            every = torch.stack([parameterization.bank(parameterization.bases, k) for k in range(3)])  # (K, N, ...)
+            used = set()
+            for seed in range(5):
+                x, y = parameterization.draw(index, torch.Generator().manual_seed(seed))
+                k = [(every[:, i] - x[i]).abs().flatten(1).amax(1).argmin().item() for i in index]
+                used.add(len(set(k)))
+                assert torch.equal(y, parameterization.labels)
+            assert used == {1} if draw == "batch" else max(used) > 1, (draw, used)
+    with pytest.raises(ValueError, match="draw must be 'batch'"):
+        make_synthetic("haba", draw="class")
+
+
 def test_haba_needs_two_hallucinators():
     with pytest.raises(ValueError, match="at least 2"):
         make_synthetic("haba", hallucinators=1)

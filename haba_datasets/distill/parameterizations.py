@@ -84,7 +84,8 @@ class HaBa(Parameterization):
 
     ``image_shape`` (default: the bases' shape) is what the hallucinators make; smaller bases
     need an architecture that upsamples (``haba-conv-up``). Each :meth:`draw` applies ONE random
-    hallucinator to the requested bases. :meth:`regularizer`
+    hallucinator to the requested bases (``draw="batch"``, the reference) or one to each basis
+    (``draw="item"``: a DM class mean then mixes every hallucinator's images). :meth:`regularizer`
     is ``lambda_cos * mean((cos(f(h_i b), f(h_j b)) + 1) / 2)`` for two different hallucinators
     and the adversary's features ``f`` (pushes the two views apart); :meth:`adversary_step`
     trains the adversary alone on ``lambda_task * CE + lambda_sim * mean((1 - cos) / 2) +
@@ -115,10 +116,14 @@ class HaBa(Parameterization):
         lambda_con: float = 0.1,
         temperature: float = 0.07,
         batch: int | None = None,
+        draw: str = "batch",
     ) -> None:
         super().__init__()
         if hallucinators < 2:
             raise ValueError(f"HaBa needs at least 2 hallucinators (two views per basis), got {hallucinators}")
+        if draw not in ("batch", "item"):
+            raise ValueError(f"draw must be 'batch' (one hallucinator per draw) or 'item' (one per basis), got {draw!r}")
+        self.draw_mode = draw
         shape = tuple(image_shape or bases.shape[1:])
         self.bases = nn.Parameter(bases.detach().clone().float())
         self.register_buffer("labels", labels.long().clone())
@@ -135,7 +140,10 @@ class HaBa(Parameterization):
         self.adversary_optimizer = torch.optim.SGD(self.adversary.parameters(), lr=lr_adversary, momentum=adversary_momentum)
 
     def draw(self, index, generator):
-        k = int(torch.randint(self.bank.count, (1,), generator=generator))
+        if self.draw_mode == "item":
+            k = torch.randint(self.bank.count, (len(index),), generator=generator).to(self.bases.device)
+        else:
+            k = int(torch.randint(self.bank.count, (1,), generator=generator))
         return self.bank(self.bases[index], k), self.labels[index]
 
     def optimizers(self):
