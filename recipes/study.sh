@@ -35,8 +35,9 @@ declare -A runs=(
     [ipc1-plain]="cifar10-ipc1 cifar10-ipc10-cpu experts.epochs=6 parameterization.kind=plain"
     [ipc1-mf2-basis]="cifar10-ipc1 cifar10-ipc10-cpu experts.epochs=6 $mf $haba.hallucinator_options.at=basis
                       $haba.bases_per_class=3"
+    [ipc1-steps-50]="cifar10-ipc1 cifar10-ipc10-cpu experts.epochs=6 objective.mtt.syn_steps=50"  # the paper's
 )
-order=(mf2 long-experts mf2-basis width-64 lr-bases-1000 ipc1-plain ipc1-mf2-basis steps-40 start-2 experts-16 mf2-all)
+order=(mf2 long-experts mf2-basis width-64 lr-bases-1000 ipc1-plain ipc1-mf2-basis ipc1-steps-50 steps-40 start-2 experts-16 mf2-all)
 train_experts() {  # experts folder, count, width, epochs: trained first and timed (recipes/results/study/experts/<folder>.json)
     local folder=$1 count=$2 width=$3 epochs=$4 start=$SECONDS finished
     finished=$(python -c "import sys; from haba_datasets.distill.experts import Experts; print(len(Experts.open(sys.argv[1]).ids))" \
