@@ -4,7 +4,8 @@
 # Every run: 300 iterations, validation (100-epoch protocol) every 50, the best iteration on the
 # validation split kept, then 1 run x 500 epochs of the final protocol. Resumable: a finished run is
 # skipped, an interrupted one continues from its checkpoint. One thread per job.
-#   bash recipes/study.sh [DATA_ROOT] [RUN ...]     (default ../shared/data, every run in the order below)
+#   bash recipes/study.sh [DATA_ROOT] [RUN ...]     (default ../shared/data, every run in the order below;
+#                                                    RUN:seeds evaluates RUN's dataset with 3 runs x 500 epochs)
 # Runs go to runs/study/<run> (experts to runs/experts/); small results to recipes/results/study/<run>/.
 # Table: python recipes/study_table.py
 set -euo pipefail
@@ -53,6 +54,12 @@ train_experts() {  # experts folder, count, width, epochs: trained first and tim
     echo "{\"experts\": $count, \"epochs\": $epochs, \"width\": $width, \"threads\": $OMP_NUM_THREADS, \"seconds\": $((spent + SECONDS - start))}" > "$log"
 }
 for name in "${@:-${order[@]}}"; do
+    if [[ $name == *:seeds ]]; then  # RUN:seeds confirms RUN's selected dataset with the card's protocol (3 x 500)
+        name=${name%:seeds} out=runs/study/seeds/$name
+        [[ -f $out/report.json ]] || haba-datasets evaluate "runs/study/$name/dataset" --runs 3 --epochs 500 -o "$out"
+        mkdir -p "$results/seeds/$name" && cp $out/{report.json,curves.png} "$results/seeds/$name/"
+        continue
+    fi
     [[ -v "runs[$name]" ]] || { echo "unknown run $name (known: ${order[*]})" >&2; exit 2; }
     read -r recipe folder sets <<< "$(echo ${runs[$name]})"
     run=runs/study/$name args=() count=4 width=32 epochs=6
