@@ -31,6 +31,9 @@ declare -A runs=(
     [experts-16]="cifar10-ipc10 cifar10-e16 experts.count=16"
     # experts trained 16 epochs instead of 6, start epochs 0-11 instead of 0-3 (the targets reach epoch 13 of 16)
     [long-experts]="cifar10-ipc10 cifar10-e4x16 experts.epochs=16 objective.mtt.max_start_epoch=12"
+    # the same with the student's step size starting at 0.05 (what the baseline learns by iteration 300), not 0.01
+    [long-experts-lr]="cifar10-ipc10 cifar10-e4x16 experts.epochs=16 objective.mtt.max_start_epoch=12
+                       objective.mtt.lr_teacher=0.05"
     # IPC 1 (the zoo's experts: 6 epochs). Plain images: the equal-storage baseline (the zoo's HaBa stores 1.9x);
     # multi-formation with the layers at 16x16: 3 bases per class + 5 hallucinators = 0.969x one image per class
     [ipc1-plain]="cifar10-ipc1 cifar10-ipc10-cpu experts.epochs=6 parameterization.kind=plain"
@@ -38,7 +41,7 @@ declare -A runs=(
                       $haba.bases_per_class=3"
     [ipc1-steps-50]="cifar10-ipc1 cifar10-ipc10-cpu experts.epochs=6 objective.mtt.syn_steps=50"  # the paper's
 )
-order=(mf2 long-experts mf2-basis width-64 lr-bases-1000 ipc1-plain ipc1-mf2-basis ipc1-steps-50 steps-40 start-2 experts-16 mf2-all)
+order=(mf2 long-experts long-experts-lr mf2-basis width-64 lr-bases-1000 ipc1-plain ipc1-mf2-basis ipc1-steps-50 steps-40 start-2 experts-16 mf2-all)
 train_experts() {  # experts folder, count, width, epochs: trained first and timed (recipes/results/study/experts/<folder>.json)
     local folder=$1 count=$2 width=$3 epochs=$4 start=$SECONDS finished
     finished=$(python -c "import sys; from haba_datasets.distill.experts import Experts; print(len(Experts.open(sys.argv[1]).ids))" \

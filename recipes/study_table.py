@@ -19,6 +19,9 @@ from haba_datasets.distill.recipe import load_recipe
 BASELINES = {"cifar10-ipc10": Path("recipes/results/compare/c10-ipc10-mtt-haba"),
              "cifar10-ipc1": Path("recipes/results/zoo/cifar10-ipc1/run")}  # fmt: skip
 BASELINE_EXPERTS = "cifar10-ipc10-cpu"  # the study's copy of those experts, timed
+# the baselines' datasets measured with the card's protocol (3 runs x 500 epochs)
+BASELINE_SEEDS = {"cifar10-ipc10": Path("recipes/results/compare/seeds/mtt-haba/report.json"),
+                  "cifar10-ipc1": Path("recipes/results/zoo/cifar10-ipc1/report.json")}  # fmt: skip
 
 
 def changes(recipe: dict, reference: dict, prefix: str = "") -> list[str]:
@@ -71,6 +74,18 @@ def main(folder: str) -> None:
         for path in runs:
             if json.loads(path.read_text())["name"] == name:
                 print(row(path.parent, path.parent / "experts.json"))
+    print("\nConfirmed with the card's protocol (3 runs x 500 epochs, seeds 0-2; `bash recipes/study.sh DATA RUN:seeds`):\n")
+    print("| recipe | run | validation % (mean) | test % (mean +- std) | per run |")
+    print("|---|---|---|---|---|")
+    confirmed = [(name, "baseline", path) for name, path in BASELINE_SEEDS.items()]
+    for path in sorted(Path(folder).glob("seeds/*/report.json")):
+        confirmed.append((json.loads((Path(folder) / path.parent.name / "summary.json").read_text())["name"],
+                          path.parent.name, path))  # fmt: skip
+    for name, run, path in sorted(confirmed, key=lambda c: (c[0], c[1] != "baseline", c[1])):
+        report = json.loads(path.read_text())
+        test = report["test_accuracy"]
+        print(f"| {name} | {run} | {100 * report['val_accuracy']['mean']:.2f} | {100 * test['mean']:.2f} +- "
+              f"{100 * test['std']:.2f} | {', '.join(f'{100 * a:.2f}' for a in test['runs'])} |")
 
 
 if __name__ == "__main__":
