@@ -48,12 +48,13 @@ def row(folder: Path, experts: Path) -> str:
     cost = json.loads(experts.read_text())
     expert_h = cost["seconds"] * cost["threads"] / 3600
     distill_h = budget["distill_seconds"] / 3600  # one thread
-    test = json.loads((folder / "evaluation" / "report.json").read_text())["test_accuracy"]["runs"][0]
+    final = json.loads((folder / "evaluation" / "report.json").read_text())
+    val_final, test = final["val_accuracy"]["runs"][0], final["test_accuracy"]["runs"][0]
     stored = budget.get("stored_values") or _stored(recipe)
     return (f"| {s['name']} | {'; '.join(changed)} | {stored:,} | {recipe['experts']['count']} x {recipe['experts']['epochs']}, width {width}: "
             f"{expert_h:.2f} h | {budget['iterations']}: {budget['distill_seconds'] / budget['iterations']:.1f} s/it, "
             f"{distill_h:.2f} h | {val} | {s['selected_iteration']} ({100 * metrics['val_accuracy']:.2f}) | "
-            f"{100 * test:.2f} | {expert_h + distill_h:.2f} |")
+            f"{100 * val_final:.2f} | {100 * test:.2f} | {expert_h + distill_h:.2f} |")
 
 
 def _stored(recipe: dict) -> int:
@@ -66,8 +67,8 @@ def _stored(recipe: dict) -> int:
 def main(folder: str) -> None:
     print("| recipe | changed (against its `cpu` profile) | stored values | experts: count x epochs, CPU-hours | "
           "iterations: time per iteration (in-loop validation included), CPU-hours | validation % every 50 iterations (from 0) | selected iteration "
-          "(validation %) | test %, 1 x 500 | CPU-hours in all |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "(validation %) | validation %, 1 x 500 | test %, 1 x 500 | CPU-hours in all |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     runs = sorted(Path(folder).glob("*/summary.json"), key=lambda p: (json.loads(p.read_text())["name"], p.parent.name))
     for name, baseline in BASELINES.items():
         print(row(baseline, Path(folder) / "experts" / f"{BASELINE_EXPERTS}.json"))
