@@ -234,8 +234,8 @@ class FactorizedDataset(VisionDataset):
         hallucinator, under the class name), the panels side by side in a near-square layout.
         Bases smaller than the images (multi-formation) come first in their row, enlarged."""
         k = self.hallucinators.count
-        (cb, *basis_size), (c, *size) = self.hallucinators.basis_shape, self.hallucinators.image_shape
-        show_bases = basis_size != size and cb == c
+        (basis_channels, *basis_size), (channels, *size) = self.hallucinators.basis_shape, self.hallucinators.image_shape
+        show_bases = basis_size != size and basis_channels == channels
         rows = []
         for c, name in enumerate(self.classes):
             members = [i for i, y in enumerate(self._label_list) if y == c][:max_bases_per_class]

@@ -12,7 +12,8 @@ import json
 import sys
 from pathlib import Path
 
-from haba_datasets import create_hallucinators
+from compare_table import stored_values  # recipes/ is this script's folder
+
 from haba_datasets.distill.recipe import load_recipe
 
 # recipe -> the run every study run of that recipe changes one factor of (same experts: 4 x 6 epochs, width 32)
@@ -50,18 +51,11 @@ def row(folder: Path, experts: Path) -> str:
     distill_h = budget["distill_seconds"] / 3600  # one thread
     final = json.loads((folder / "evaluation" / "report.json").read_text())
     val_final, test = final["val_accuracy"]["runs"][0], final["test_accuracy"]["runs"][0]
-    stored = budget.get("stored_values") or _stored(recipe)
+    stored = budget.get("stored_values") or stored_values(recipe)  # older summaries lack the field
     return (f"| {s['name']} | {'; '.join(changed)} | {stored:,} | {recipe['experts']['count']} x {recipe['experts']['epochs']}, width {width}: "
             f"{expert_h:.2f} h | {budget['iterations']}: {budget['distill_seconds'] / budget['iterations']:.1f} s/it, "
             f"{distill_h:.2f} h | {val} | {s['selected_iteration']} ({100 * metrics['val_accuracy']:.2f}) | "
             f"{100 * val_final:.2f} | {100 * test:.2f} | {expert_h + distill_h:.2f} |")
-
-
-def _stored(recipe: dict) -> int:
-    """Values stored by a baseline run whose summary predates ``stored_values`` (haba-conv, CIFAR-10)."""
-    haba = recipe["parameterization"]["haba"]
-    bank = create_hallucinators("haba-conv", haba["hallucinators"], (3, 32, 32), (3, 32, 32), device="meta")
-    return haba["bases_per_class"] * 10 * 3072 + sum(p.numel() for p in bank.parameters())
 
 
 def main(folder: str) -> None:
