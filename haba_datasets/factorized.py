@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import math
 import operator
 from collections import Counter
@@ -291,7 +290,11 @@ class FactorizedDataset(VisionDataset):
     def save_pretrained(
         self, folder: str | Path, *, push_to_hub: bool = False, repo_id: str | None = None, **push_kwargs
     ) -> Path:
-        """Write the dataset as a format-v1 folder (see ``docs/format.md``), atomically.
+        """Write the dataset as a format-v1 folder (see ``docs/format.md``).
+
+        Only the format's files (config.json, the tensor files, README.md) are replaced; other
+        files in ``folder`` are kept. An interrupted save is completed or rolled back by the next
+        save or load, so the folder never holds a mix of two datasets.
 
         With ``push_to_hub=True`` it is then published to ``repo_id`` by :meth:`push_to_hub`
         (``push_kwargs`` are passed on).
@@ -300,7 +303,7 @@ class FactorizedDataset(VisionDataset):
             raise ValueError("push_to_hub=True needs repo_id='user/name'")
         config, files = self._format_files()
         files[io.CARD] = dataset_card(config, self.storage).encode()
-        io.write_folder(Path(folder), files)
+        io.write_dataset(Path(folder), files)
         if push_to_hub:
             self.push_to_hub(repo_id, **push_kwargs)
         return Path(folder)
@@ -369,8 +372,7 @@ class FactorizedDataset(VisionDataset):
             "provenance": self.provenance,
             "files": {name: io.file_entry(data) for name, data in files.items()},
         }
-        io.validate_config(json.loads(json.dumps(config)))  # what a reader will see
-        files[io.CONFIG] = (json.dumps(config, indent=2) + "\n").encode()
+        files[io.CONFIG] = io.encode_config(config)
         return config, files
 
     @classmethod
@@ -407,6 +409,11 @@ class FactorizedDataset(VisionDataset):
             name_or_path, revision=revision, cache_dir=cache_dir, force_download=force_download,
             local_files_only=local_files_only, token=token,
         )  # fmt: skip
+        if source.is_local:
+            try:
+                io.recover(source.folder)
+            except OSError as err:
+                raise io.FormatError(f"{source.folder}: an interrupted save could not be completed ({err})") from err
         config = source.read(io.CONFIG, io.read_config)
         tensors = source.read(io.FACTORS, lambda folder: io.read_factors(folder, config))
         bank = io.hallucinators_for(config)

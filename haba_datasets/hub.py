@@ -7,6 +7,9 @@ through ``huggingface_hub``'s cache, so ``HF_HOME``, ``HF_ENDPOINT`` and ``HF_HU
 
 from __future__ import annotations
 
+import difflib
+import hashlib
+import importlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +28,7 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.utils import validate_repo_id
 
-from .io import FormatError
+from .io import CONFIG, FormatError
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -37,6 +40,24 @@ ZOO: dict[str, str] = {name: f"haba-datasets/{name}" for name in (
 #: Copies of zoo datasets shipped inside the package (``ZOO_DIR / name``): what a zoo name loads.
 ZOO_DIR = Path(__file__).parent / "zoo"
 REPO_TYPE = "dataset"
+
+
+def _transport_errors() -> tuple[type[Exception], ...]:
+    """Connection-level errors of the HTTP client under huggingface_hub (httpx2 in 2.x, httpx in 1.x)."""
+    found = []
+    for name in ("httpx2", "httpx"):
+        try:
+            found.append(importlib.import_module(name).TransportError)
+        except (ImportError, AttributeError):
+            pass
+    return tuple(found)
+
+
+_TRANSPORT_ERRORS = _transport_errors()
+#: What a Hub call may raise besides programming errors: HTTP answers, validation, transport
+#: (connection refused, dropped, timed out), file-system errors of the cache; LFS upload failures
+#: come wrapped as RuntimeError.
+_HUB_ERRORS = (HfHubHTTPError, HFValidationError, EntryNotFoundError, OSError, RuntimeError, *_TRANSPORT_ERRORS)
 
 
 class HubError(OSError):
@@ -92,25 +113,26 @@ def resolve(
     no bundled copy. Raises :class:`HubError`.
     """
     path = Path(name_or_path)
-    if path.is_dir():
+    if _is_dir(path):
         if revision is not None:
             raise ValueError(f"revision={revision!r} applies to Hub repos, but {str(path)!r} is a local folder")
         return Source(path, f"local folder {str(path)!r}")
     name = str(name_or_path)
-    bundled = ZOO_DIR / name
-    if name in ZOO and revision is None and not force_download and bundled.is_dir():
-        return Source(bundled, f"zoo dataset {name!r} as bundled with haba-datasets")
+    if name in ZOO and revision is None and not force_download and (ZOO_DIR / name).is_dir():
+        return Source(ZOO_DIR / name, f"zoo dataset {name!r} as bundled with haba-datasets")
     repo_id = ZOO.get(name, name)
     if name not in ZOO and not _is_repo_id(name):
-        known = ", ".join(sorted(ZOO)) or "none published yet"
-        raise HubError(f"{name!r} is not a local folder, a zoo name (known: {known}) or a Hub dataset repo id 'user/name'")
+        shown = repr(name) if len(name) <= 100 else f"{name[:60]!r}... ({len(name):,} characters)"
+        close = difflib.get_close_matches(name, ZOO, n=1, cutoff=0.75)
+        hint = f"; did you mean the zoo dataset {close[0]!r}?" if close else f" (zoo names: {', '.join(sorted(ZOO))})"
+        raise HubError(f"{shown} is not a local folder, a zoo name or a Hub dataset repo id 'user/name'{hint}")
     where = f"Hub dataset repo {repo_id!r} at revision {revision or 'main'!r} on {constants.ENDPOINT}"
     tried = f"tried local folder {name!r} (not found), then {where}"
     kwargs = {"repo_id": repo_id, "repo_type": REPO_TYPE, "cache_dir": cache_dir, "token": token,
               "local_files_only": local_files_only}  # fmt: skip
     try:
         config = Path(hf_hub_download(filename="config.json", revision=revision, force_download=force_download, **kwargs))
-    except Exception as err:  # noqa: BLE001 - transport errors come from the client's HTTP library
+    except _HUB_ERRORS as err:
         raise HubError(f"could not load {name!r}: {tried}: {_reason(err, 'config.json')}") from err
     commit = config.parent.name  # the cache keeps each commit's files in snapshots/<commit>/
     description = f"{where}, commit {commit[:10]}"
@@ -118,7 +140,7 @@ def resolve(
     def download(filename: str, force: bool) -> None:
         try:
             hf_hub_download(filename=filename, revision=commit, force_download=force or force_download, **kwargs)
-        except Exception as err:  # noqa: BLE001 - as above
+        except _HUB_ERRORS as err:
             raise HubError(f"could not fetch {filename} from {description}: {_reason(err, filename)}") from err
 
     offline = local_files_only or constants.HF_HUB_OFFLINE
@@ -138,22 +160,69 @@ def push_files(
 ) -> CommitInfo:
     """Make ``files`` the content of a Hub dataset repo in ONE commit (creating repo and branch
     as needed). Files already in the repo that ``owned(path)`` claims but ``files`` lacks are
-    deleted in the same commit, so a failure part-way leaves the repo as it was."""
+    deleted in the same commit, so a failure part-way leaves the repo as it was.
+
+    The commit names the head it was built on (``parent_commit``), so it never lands on top of
+    someone else's. When the connection fails after the commit was sent, the head is read again:
+    if it now holds this ``config.json``, the push landed and its commit is returned (with a
+    warning); otherwise :class:`HubError` says whether anything was committed.
+    """
     api = HfApi(token=token)
+    target = f"Hub dataset repo {repo_id!r} (revision {revision or 'main'!r}) on {constants.ENDPOINT}"
+    message = commit_message or f"Upload factorized dataset ({len(files)} files)"
+    parent = None
     try:
         api.create_repo(repo_id, repo_type=REPO_TYPE, private=private, exist_ok=True)
         if revision is not None and not create_pr:
             api.create_branch(repo_id, repo_type=REPO_TYPE, branch=revision, exist_ok=True)
-        existing = api.list_repo_files(repo_id, repo_type=REPO_TYPE, revision=revision)
+        info = api.repo_info(repo_id, repo_type=REPO_TYPE, revision=revision, files_metadata=False)
+        parent = info.sha
         operations = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=data) for p, data in files.items()]
-        operations += [CommitOperationDelete(path_in_repo=p) for p in existing if owned(p) and p not in files]
+        operations += [CommitOperationDelete(path_in_repo=s.rfilename) for s in info.siblings or []
+                       if owned(s.rfilename) and s.rfilename not in files]  # fmt: skip
         return api.create_commit(
             repo_id, operations, repo_type=REPO_TYPE, revision=revision, create_pr=create_pr,
-            commit_message=commit_message or f"Upload factorized dataset ({len(files)} files)",
+            commit_message=message, parent_commit=parent,
         )  # fmt: skip
-    except (HfHubHTTPError, HFValidationError, OSError, RuntimeError) as err:  # LFS failures come as RuntimeError
-        target = f"Hub dataset repo {repo_id!r} (revision {revision or 'main'!r}) on {constants.ENDPOINT}"
-        raise HubError(f"could not push to {target}; nothing was committed: {_reason(err)}") from err
+    except _HUB_ERRORS as err:
+        if parent is None or not isinstance(err, _TRANSPORT_ERRORS):  # before the commit, or the Hub said no
+            raise HubError(f"could not push to {target}; nothing was committed: {_reason(err)}") from err
+        if create_pr:
+            raise HubError(f"the connection to {target} failed while opening a pull request, which may or may "
+                           f"not exist now; check the repo's discussions: {_reason(err)}") from err  # fmt: skip
+        landed, known = _landed(api, repo_id, revision, parent, files.get(CONFIG))
+        if landed is None:
+            raise HubError(f"the connection to {target} failed after the commit was sent ({_reason(err)}); {known}") from err
+        logger.warning("the connection to %s failed after the commit was sent (%s), but the commit landed (%s)",
+                       target, _reason(err), landed)  # fmt: skip
+        url = f"{constants.ENDPOINT}/datasets/{repo_id}/commit/{landed}"
+        return CommitInfo(commit_url=url, commit_message=message, commit_description="", oid=landed)
+
+
+def _landed(api: HfApi, repo_id: str, revision: str | None, parent: str, config: bytes | None) -> tuple[str | None, str]:
+    """After an ambiguous commit: (the new commit's id if the head moved to one holding this
+    ``config``, else None; a sentence saying what is known)."""
+    try:
+        head = api.repo_info(repo_id, repo_type=REPO_TYPE, revision=revision, files_metadata=False).sha
+        if head == parent:
+            return None, "nothing was committed (the head is unchanged); pushing again is safe"
+        entries = api.get_paths_info(repo_id, [CONFIG], repo_type=REPO_TYPE, revision=head)
+    except (*_HUB_ERRORS, ValueError) as err:
+        return None, f"whether it landed is unknown: the check failed too ({_reason(err)}); look at the repo's history"
+    if config is not None and [e.blob_id for e in entries] == [_git_blob_id(config)]:
+        return head, "landed"
+    return None, f"the head moved to {head[:10]}, which does not hold this dataset's config.json: someone else pushed"
+
+
+def _git_blob_id(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:  # e.g. a name longer than the file system allows
+        return False
 
 
 def _is_repo_id(name: str) -> bool:

@@ -25,7 +25,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from .hallucinators import HallucinatorBank, create_hallucinators, list_hallucinators
-from .preprocessing import Preprocessing, list_preprocessings, preprocessing_class
+from .preprocessing import Preprocessing, finite_in_float32, list_preprocessings, preprocessing_class
 
 FORMAT_NAME = "haba-datasets/factorized"
 FORMAT_VERSION = 1
@@ -73,8 +73,8 @@ def read_json(folder: Path, name: str, validate: Callable[[object], None], *, wh
     if path.stat().st_size > MAX_CONFIG_BYTES:
         raise FormatError(f"{path}: {path.stat().st_size} bytes, more than the {MAX_CONFIG_BYTES} allowed")
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        value = parse_json(path.read_bytes())
+    except ValueError as err:
         raise FormatError(f"{path}: not valid JSON ({err})") from None
     try:
         validate(value)
@@ -83,11 +83,38 @@ def read_json(folder: Path, name: str, validate: Callable[[object], None], *, wh
     return value
 
 
+def parse_json(data: bytes) -> object:
+    """Strict JSON: UTF-8, no NaN/Infinity, bounded nesting and integer digits; raises ``ValueError``
+    (bad UTF-8, bad syntax and the interpreter's limit on integer digits are ValueErrors already)."""
+
+    def no_constants(name: str) -> None:
+        raise ValueError(f"{name} is not a JSON number")
+
+    try:
+        return json.loads(data.decode("utf-8"), parse_constant=no_constants)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def encode_config(config: dict) -> bytes:
+    """The bytes of ``config.json`` for ``config``, held to exactly what a reader accepts
+    (:func:`validate_config` and the size limit); raises ``ValueError``."""
+    try:
+        data = (json.dumps(config, indent=2, allow_nan=False) + "\n").encode()
+    except ValueError as err:
+        raise ValueError(f"config.json can hold only finite numbers (provenance included): {err}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ValueError(f"config.json would be {len(data):,} bytes, more than the {MAX_CONFIG_BYTES:,} a reader "
+                         "accepts (too many classes, or a large provenance?)")  # fmt: skip
+    validate_config(parse_json(data))
+    return data
+
+
 def validate_config(config: dict) -> None:
     """Raise ``ValueError`` describing the first problem in a config dict."""
     if not isinstance(config, dict) or config.get("format") != FORMAT_NAME:
         raise ValueError(f"'format' must be {FORMAT_NAME!r}")
-    if config.get("format_version") != FORMAT_VERSION:
+    if not _is_int(config.get("format_version")) or config["format_version"] != FORMAT_VERSION:
         raise ValueError(f"unsupported format_version {config.get('format_version')!r} (this library reads {FORMAT_VERSION})")
     if set(config) != _CONFIG_KEYS:
         missing, extra = sorted(_CONFIG_KEYS - set(config)), sorted(set(config) - _CONFIG_KEYS)
@@ -115,8 +142,8 @@ def validate_config(config: dict) -> None:
         raise ValueError(f"unknown preprocessing {prep!r} (known kinds: {', '.join(list_preprocessings())})")
     preprocessing_class(prep["kind"]).check_config(prep, tuple(config["image_shape"]))
     lr = config["learned_lr"]
-    if lr is not None and not (isinstance(lr, (int, float)) and not isinstance(lr, bool) and math.isfinite(lr) and lr > 0):
-        raise ValueError(f"'learned_lr' must be null or a positive number, got {lr!r}")
+    if lr is not None and not finite_in_float32(lr, positive=True):
+        raise ValueError(f"'learned_lr' must be null or a positive number in float32's range, got {lr!r}")
     if not isinstance(config["provenance"], dict):
         raise ValueError("'provenance' must be an object")
     files = config["files"]
@@ -128,9 +155,22 @@ def validate_config(config: dict) -> None:
                 and isinstance(entry["sha256"], str) and len(entry["sha256"]) == 64):
             raise ValueError(f"'files.{name}' must be {{sha256: 64 hex digits, size: int}}")
     try:
-        factor_shapes(config)
+        specs = {FACTORS: factor_shapes(config)}
     except (TypeError, ValueError) as err:
         raise ValueError(f"'hallucinators' do not fit the shapes: {err}") from None
+    if PREPROCESSING in files:
+        shapes = preprocessing_class(prep["kind"]).tensor_shapes(prep, tuple(config["image_shape"]))
+        specs[PREPROCESSING] = {k: (shape, torch.float32) for k, shape in shapes.items()}
+    d = math.prod(config["image_shape"])  # the largest a free (None) dimension may be: a ZCA keeps K <= D
+    for name, tensors in specs.items():
+        values = sum(math.prod(s or 1 for s in shape) for shape, _ in tensors.values())
+        if values > MAX_VALUES_PER_FILE:
+            raise ValueError(f"{name} would hold {values:,} values, more than the {MAX_VALUES_PER_FILE:,} allowed")
+        most = 8 + 1024 + 512 * len(tensors)  # the header: names, dtypes, shapes and offsets as JSON
+        most += sum(math.prod(d if s is None else s for s in shape) * dtype.itemsize for shape, dtype in tensors.values())
+        if not 8 < files[name]["size"] <= most:
+            raise ValueError(f"'files.{name}.size' is {files[name]['size']:,} bytes, but the tensors described "
+                             f"here take at most {most:,}")  # fmt: skip
 
 
 def hallucinators_for(config: dict) -> HallucinatorBank:
@@ -158,12 +198,10 @@ def read_tensors(folder: Path, name: str, config: dict, specs: dict[str, tuple[t
     entry = config["files"][name]
     if not path.is_file():
         raise FormatError(f"{path}: missing")
-    total = sum(math.prod(s or 1 for s in shape) for shape, _ in specs.values())
-    if total > MAX_VALUES_PER_FILE:
-        raise FormatError(f"{path}: config.json implies {total} values, more than the {MAX_VALUES_PER_FILE} allowed")
     size = path.stat().st_size
     if size != entry["size"]:
         raise FormatError(f"{path}: {size} bytes but config.json records {entry['size']} (truncated or replaced?)")
+    read_safetensors(path, specs, rows=slice(0, 0))  # header, names, shapes, dtypes and length: before hashing
     if _sha256(path) != entry["sha256"]:
         raise FormatError(f"{path}: checksum differs from config.json (corrupted file)")
     return read_safetensors(path, specs)
@@ -226,36 +264,82 @@ def file_entry(data: bytes) -> dict:
     return {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
 
 
-def write_folder(folder: Path, files: dict[str, bytes]) -> None:
-    """Write ``files`` as the only content of ``folder``, atomically.
+#: The files ``save_pretrained`` owns in a dataset folder (anything else there is left alone).
+OWNED = (FACTORS, PREPROCESSING, CARD, CONFIG)  # installed in this order: config.json last
+#: Where a save stages its files, inside the dataset folder (see :func:`write_dataset`).
+STAGING = ".haba-save"
+_MANIFEST = "manifest.json"
 
-    Files go to a temporary sibling folder, are flushed to disk, then the folder is swapped in by
-    rename. A crash leaves either the previous folder or nothing at ``folder``, never a mix. An
-    existing folder is replaced only when it is empty or a factorized dataset.
+
+def write_dataset(folder: Path, files: dict[str, bytes]) -> None:
+    """Make ``files`` (a subset of :data:`OWNED`) the dataset in ``folder``, replacing only the
+    files the format owns; anything else in the folder (a ``.git/``, ``data/``, notes) is kept.
+
+    Protocol: the files are written and fsynced into ``folder/.haba-save/``; then a manifest
+    naming what to install and which owned files to remove is written there (the commit point);
+    then each file is renamed into place, config.json last, and the staging folder removed. An
+    interrupted save is finished (manifest present) or discarded (no manifest) by the next save or
+    load of the folder (:func:`recover`), so the folder never stays a mix of two datasets.
+    Refuses a folder holding owned files that is not a factorized dataset.
     """
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    if folder.exists() and not _replaceable(folder):
-        raise FileExistsError(f"{folder}: exists and is not a factorized dataset folder; refusing to replace it")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+    if unknown := set(files) - set(OWNED):
+        raise ValueError(f"not files of the format: {sorted(unknown)}")
+    folder.mkdir(parents=True, exist_ok=True)
+    recover(folder)
+    if any((folder / name).exists() for name in OWNED) and not _is_dataset(folder):
+        raise FileExistsError(f"{folder}: holds {', '.join(n for n in OWNED if (folder / n).exists())} but is not a "
+                              "factorized dataset folder; refusing to replace them")  # fmt: skip
+    staging = folder / STAGING
+    staging.mkdir()
     try:
         for name, data in files.items():
-            with open(tmp / name, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-        _fsync_dir(tmp)
-        if folder.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old-", dir=folder.parent))
-            os.replace(folder, old)  # replaces the empty placeholder made by mkdtemp
-            os.rename(tmp, folder)
-            shutil.rmtree(old)
-        else:
-            os.rename(tmp, folder)
-        _fsync_dir(folder.parent)
+            _write_synced(staging / name, data)
+        manifest = {"install": [n for n in OWNED if n in files], "remove": [n for n in OWNED if n not in files]}
+        _write_synced(staging / f"{_MANIFEST}.tmp", json.dumps(manifest).encode())
+        os.replace(staging / f"{_MANIFEST}.tmp", staging / _MANIFEST)  # committed from here on
+        _fsync_dir(staging)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)
         raise
+    _install(folder)
+
+
+def recover(folder: Path) -> None:
+    """Finish (manifest written) or discard (no manifest) a save of ``folder`` that was interrupted."""
+    staging = Path(folder) / STAGING
+    if not staging.is_dir():
+        return
+    if (staging / _MANIFEST).is_file():
+        _install(Path(folder))
+    else:
+        shutil.rmtree(staging)
+
+
+def _install(folder: Path) -> None:
+    staging = folder / STAGING
+    manifest = json.loads((staging / _MANIFEST).read_text(encoding="utf-8"))
+    for name in manifest["install"]:
+        if (staging / name).exists():  # absent: installed before an interruption
+            os.replace(staging / name, folder / name)
+    for name in manifest["remove"]:
+        (folder / name).unlink(missing_ok=True)
+    _fsync_dir(folder)
+    shutil.rmtree(staging)
+
+
+def _is_dataset(folder: Path) -> bool:
+    try:
+        return json.loads((folder / CONFIG).read_text(encoding="utf-8")).get("format") == FORMAT_NAME
+    except (OSError, ValueError, AttributeError, RecursionError):
+        return False
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def write_file(path: Path, data: bytes) -> None:
@@ -272,17 +356,6 @@ def write_file(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-def _replaceable(folder: Path) -> bool:
-    if not folder.is_dir():
-        return False
-    if not any(folder.iterdir()):
-        return True
-    try:
-        return json.loads((folder / CONFIG).read_text(encoding="utf-8")).get("format") == FORMAT_NAME
-    except (OSError, ValueError, AttributeError):
-        return False
 
 
 def _fsync_dir(path: Path) -> None:

@@ -36,8 +36,15 @@ def preprocessing_class(kind: str) -> type["Preprocessing"]:
     return _KINDS[kind]
 
 
-def _is_finite_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+_F32 = torch.finfo(torch.float32)
+
+
+def finite_in_float32(value, *, positive: bool = False) -> bool:
+    """Whether a JSON value is a number that stays finite in float32 (with ``positive``: at least
+    float32's smallest normal number, so that dividing by it stays finite too)."""
+    if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)):
+        return False
+    return abs(value) <= _F32.max and (not positive or value >= _F32.tiny)
 
 
 def _check_keys(config: dict, expected: set[str]) -> None:
@@ -126,8 +133,12 @@ class Normalize(Preprocessing):
         _check_keys(config, {"kind", "mean", "std"})
         for key in ("mean", "std"):
             values = config[key]
-            if not (isinstance(values, list) and len(values) == image_shape[0] and all(map(_is_finite_number, values))):
-                raise ValueError(f"preprocessing {key!r} must be a list of {image_shape[0]} finite numbers, got {values!r}")
+            if not (isinstance(values, list) and len(values) == image_shape[0]
+                    and all(finite_in_float32(v, positive=key == "std") for v in values)):
+                raise ValueError(f"preprocessing {key!r} must be a list of {image_shape[0]} numbers finite in float32"
+                                 f"{' and positive' if key == 'std' else ''}, got {values!r}")  # fmt: skip
+        if not all(finite_in_float32((x - m) / s) for m, s in zip(config["mean"], config["std"]) for x in (0, 1)):
+            raise ValueError("preprocessing 'mean' and 'std' map pixels in [0, 1] beyond float32's range")
 
     @classmethod
     def from_config(cls, config: dict, tensors: dict[str, torch.Tensor]) -> "Normalize":
@@ -142,7 +153,7 @@ class ZCA(Preprocessing):
     images; ``eps`` regularises small eigenvalues. The inverse is ``U diag((S + eps)^1/2) U^T z + mean``.
     ``U`` may keep only the top ``K <= D`` eigenvectors (:meth:`truncated`): the other directions
     count as eigenvalue 0, so ``W = eps^-1/2 I + U (diag((S + eps)^-1/2) - eps^-1/2) U^T``, which is
-    the formula above when ``K = D``. Both matrices are derived (in float64) on first use.
+    the formula above when ``K = D``. Applying it takes O(D K) memory, never D x D when K is well below D.
     """
 
     kind = "zca"
@@ -163,7 +174,7 @@ class ZCA(Preprocessing):
         self.register_buffer("mean", mean.float())
         self.register_buffer("eigenvalues", eigenvalues.float())
         self.register_buffer("eigenvectors", eigenvectors.float())
-        self._matrices: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._cache: tuple | None = None
 
     @classmethod
     def fit(cls, images: torch.Tensor, eps: float = 0.1) -> "ZCA":
@@ -188,29 +199,38 @@ class ZCA(Preprocessing):
         top = self.eigenvalues.argsort(descending=True)[:rank].sort().values  # keep eigh's ascending order
         return ZCA(self.mean, self.eigenvalues[top], self.eigenvectors[:, top], self.eps)
 
-    def _whiten_unwhiten(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if self._matrices is None:  # reset by _apply when buffers move or change dtype
+    def _maps(self) -> tuple[torch.Tensor | tuple[float, torch.Tensor], ...]:
+        """Whitening and unwhitening, derived in float64 on first use: a dense D x D matrix when K
+        is near D; otherwise ``(rest, gain - rest)`` of ``rest I + U diag(gain - rest) U^T``,
+        applied without forming any D x D matrix (a truncated ZCA costs O(D K) memory)."""
+        if self._cache is None:  # reset by _apply when buffers move or change dtype
             u = self.eigenvectors.double()
             s = self.eigenvalues.double() + self.eps
-            eye = torch.eye(u.shape[0], dtype=u.dtype, device=u.device)
+            pairs = ((s.rsqrt(), self.eps**-0.5), (s.sqrt(), self.eps**0.5))
+            d, k = u.shape
+            if 2 * k > d:
+                eye = torch.eye(d, dtype=u.dtype, device=u.device)
+                self._cache = tuple((rest * eye + (u * (gain - rest)) @ u.T).to(self.mean.dtype) for gain, rest in pairs)
+            else:
+                self._cache = tuple((rest, (gain - rest).to(self.mean.dtype)) for gain, rest in pairs)
+        return self._cache
 
-            def matrix(gain: torch.Tensor, rest: float) -> torch.Tensor:  # rest I + U diag(gain - rest) U^T
-                return (rest * eye + (u * (gain - rest)) @ u.T).to(self.mean.dtype)
+    def _map(self, flat: torch.Tensor, which: int) -> torch.Tensor:
+        m = self._maps()[which]
+        if isinstance(m, torch.Tensor):
+            return flat @ m
+        rest, delta = m
+        return rest * flat + ((flat @ self.eigenvectors) * delta) @ self.eigenvectors.T
 
-            self._matrices = matrix(s.rsqrt(), self.eps**-0.5), matrix(s.sqrt(), self.eps**0.5)
-        return self._matrices
-
-    def _apply(self, fn, recurse=True):  # moving buffers invalidates the cached matrices
-        self._matrices = None
+    def _apply(self, fn, recurse=True):  # moving buffers invalidates the cached maps
+        self._cache = None
         return super()._apply(fn, recurse)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        flat = x.reshape(-1, self.mean.numel())
-        return ((flat - self.mean) @ self._whiten_unwhiten()[0]).reshape(x.shape)
+        return self._map(x.reshape(-1, self.mean.numel()) - self.mean, 0).reshape(x.shape)
 
     def inverse(self, z: torch.Tensor) -> torch.Tensor:
-        flat = z.reshape(-1, self.mean.numel())
-        return (flat @ self._whiten_unwhiten()[1] + self.mean).reshape(z.shape)
+        return (self._map(z.reshape(-1, self.mean.numel()), 1) + self.mean).reshape(z.shape)
 
     def config(self) -> dict:
         return {"kind": self.kind, "eps": self.eps}
@@ -221,8 +241,8 @@ class ZCA(Preprocessing):
     @classmethod
     def check_config(cls, config: dict, image_shape: tuple[int, int, int]) -> None:
         _check_keys(config, {"kind", "eps"})
-        if not (_is_finite_number(config["eps"]) and config["eps"] > 0):
-            raise ValueError(f"preprocessing 'eps' must be a positive number, got {config['eps']!r}")
+        if not finite_in_float32(config["eps"], positive=True):
+            raise ValueError(f"preprocessing 'eps' must be a positive number in float32's range, got {config['eps']!r}")
 
     @classmethod
     def tensor_shapes(cls, config: dict, image_shape: tuple[int, int, int]) -> dict[str, tuple[int | None, ...]]:

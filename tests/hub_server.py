@@ -5,7 +5,7 @@ create repos, commit (regular and legacy-LFS files), read repo info, trees and p
 download files (HEAD/GET/Range); see ../shared/design/hub-protocol.md. Repos live in memory,
 file contents in a folder on disk, addressed by sha256. Commits are all-or-nothing.
 
-Test hooks: :meth:`HubServer.fail` makes the next matching requests fail (or drop half-way), :meth:`tamper` serves
+Test hooks: :meth:`HubServer.fail` makes the next matching requests fail (or drop, before or half-way), :meth:`tamper` serves
 altered bytes for a file (storage corruption), :attr:`requests` logs every request, and
 ``tokens`` holds the accepted bearer tokens (needed to write, and to read private repos).
 
@@ -96,7 +96,8 @@ class HubServer(ThreadingHTTPServer):
 
     def fail(self, method: str, fragment: str, status: int | None = 500, times: int = 1) -> None:
         """Answer the next ``times`` requests ``method`` whose path contains ``fragment`` with
-        ``status``; ``None`` sends half of the real answer, then drops the connection."""
+        ``status``; ``None`` carries the request out, sends half of its answer, then drops the
+        connection; ``0`` drops the connection before carrying anything out."""
         with self.lock:
             self.faults.append([method, fragment, status, times])
 
@@ -222,6 +223,9 @@ class _Handler(BaseHTTPRequestHandler):
             fault = next((f for f in hub.faults if f[0] == self.command and f[1] in url.path and f[3] > 0), None)
             if fault is not None:
                 fault[3] -= 1
+                if fault[2] == 0:
+                    self.close_connection = True
+                    return self.connection.shutdown(2)  # socket.SHUT_RDWR: no answer at all
                 if fault[2] is not None:
                     return self._send(fault[2], {"error": "injected failure"}, {"X-Error-Message": "injected failure"})
         # Split before unquoting so that a revision like refs%2Fpr%2F1 stays one segment.

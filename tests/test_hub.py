@@ -175,7 +175,7 @@ def test_a_dropped_download_is_retried_or_reported(hub, pushed):
     assert _downloads(hub).count("factors.safetensors") == 2
 
 
-@pytest.mark.parametrize("damage", [lambda b: b[: len(b) // 2], lambda b: b[:100] + bytes([b[100] ^ 1]) + b[101:]])
+@pytest.mark.parametrize("damage", [lambda b: b[: len(b) // 2], lambda b: b[:-1] + bytes([b[-1] ^ 1])])
 def test_corrupted_or_truncated_remote_file(hub, pushed, damage, caplog):
     good = hub.files(REPO)["factors.safetensors"]
     hub.tamper(REPO, "factors.safetensors", damage(good))
@@ -196,6 +196,43 @@ def test_failed_push_leaves_no_partial_commit(hub, pushed):
         _same(_load(), pushed)
     make_dataset(seed=7).push_to_hub(REPO, token=TOKEN)  # a retry succeeds
     _same(_load(), make_dataset(seed=7))
+
+
+@pytest.mark.parametrize("method, where", [("POST", "/api/repos/create"), ("POST", "/commit/")])
+def test_a_dropped_connection_before_the_commit_is_a_hub_error_saying_nothing_landed(hub, pushed, method, where):
+    before = hub.head(REPO)
+    hub.fail(method, where, status=0, times=10)  # no answer at all (huggingface_hub may retry)
+    with pytest.raises(HubError, match="nothing was committed"):
+        make_dataset(seed=7).push_to_hub(REPO, token=TOKEN)
+    assert hub.head(REPO) == before
+    hub.faults.clear()
+    make_dataset(seed=7).push_to_hub(REPO, token=TOKEN)  # pushing again works
+    _same(_load(), make_dataset(seed=7))
+
+
+def test_a_connection_dropped_after_the_commit_landed_reports_the_commit(hub, pushed, caplog):
+    hub.fail("POST", "/commit/", status=None)  # carried out, then the answer is cut half-way
+    info = make_dataset(seed=7).push_to_hub(REPO, token=TOKEN)
+    assert info.oid == hub.head(REPO) and info.oid in info.commit_url
+    assert "but the commit landed" in caplog.text
+    _same(_load(), make_dataset(seed=7))
+
+
+def test_a_commit_on_a_head_that_moved_meanwhile_is_refused(hub, pushed, monkeypatch):
+    """The push names the head it read as the commit's parent: a push in between is not overwritten."""
+    from huggingface_hub import HfApi
+
+    real = HfApi.create_commit
+
+    def someone_else_pushes_first(self, *args, **kwargs):
+        monkeypatch.setattr(HfApi, "create_commit", real)
+        make_dataset(seed=8).push_to_hub(REPO, token=TOKEN)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(HfApi, "create_commit", someone_else_pushes_first)
+    with pytest.raises(HubError, match="nothing was committed.*412|nothing was committed.*parent"):
+        make_dataset(seed=7).push_to_hub(REPO, token=TOKEN)
+    _same(_load(), make_dataset(seed=8))
 
 
 def test_push_without_a_token_is_refused(hub):
@@ -238,8 +275,19 @@ def test_zoo_name_without_bundle_or_hub_says_what_was_tried(hub, tmp_path, monke
     monkeypatch.setattr(hub_module, "ZOO_DIR", tmp_path / "zoo")
     with pytest.raises(HubError, match=f"'tiny-ipc2'.*{REPO}.*repository not found"):
         _load("tiny-ipc2")
-    with pytest.raises(HubError, match="not a local folder, a zoo name \\(known: .*cifar10-ipc10"):
+    with pytest.raises(HubError, match="not a local folder, a zoo name .*\\(zoo names: .*cifar10-ipc10"):
         _load("no-such-name")
+
+
+@pytest.mark.parametrize("name, message", [
+    ("cifar10-ipc100", "did you mean the zoo dataset 'cifar10-ipc10'\\?"),
+    ("cifar-10-ipc1", "did you mean the zoo dataset 'cifar10-ipc1'\\?"),
+    ("a" * 5000, "'a{60}'\\.\\.\\. \\(5,000 characters\\) is not a local folder"),
+])  # fmt: skip
+def test_a_bad_name_says_what_it_is_and_suggests_the_close_zoo_name(hub, name, message):
+    with pytest.raises(HubError, match=message) as info:
+        _load(name)
+    assert len(str(info.value)) < 400 and hub.requests == []
 
 
 @pytest.mark.slow

@@ -86,15 +86,38 @@ def test_card_states_recipe_budget_selection_and_accuracy_next_to_the_paper(tmp_
     assert "| val_accuracy | 0.49 |" in card
 
 
-def test_save_replaces_a_previous_save_and_keeps_no_temporary_folders(tmp_path, saved):
-    other = make_dataset(seed=7)
+def _files(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_save_replaces_only_the_formats_files(tmp_path, saved):
+    (saved / ".git").mkdir()
+    (saved / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    (saved / "data").mkdir()
+    (saved / "data" / "train-00000-of-00001.parquet").write_bytes(b"rows")
+    (saved / "notes.txt").write_text("keep me")
+    other = make_dataset(seed=7, preprocessing=Identity())
     other.save_pretrained(saved)
     assert torch.equal(FactorizedDataset.from_pretrained(saved).bases, other.bases)
+    assert sorted(os.listdir(saved)) == [".git", "README.md", "config.json", "data", "factors.safetensors", "notes.txt"]
+    assert (saved / "notes.txt").read_text() == "keep me" and (saved / ".git" / "HEAD").exists()
+    assert (saved / "data" / "train-00000-of-00001.parquet").read_bytes() == b"rows"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
 
 
+def test_save_into_a_symlinked_folder_and_into_the_working_directory(tmp_path, monkeypatch, dataset):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    dataset.save_pretrained(tmp_path / "link")
+    monkeypatch.chdir(tmp_path / "real")
+    make_dataset(seed=7).save_pretrained(".")
+    assert torch.equal(FactorizedDataset.from_pretrained(tmp_path / "link").bases, make_dataset(seed=7).bases)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real"]
+    assert sorted(os.listdir(tmp_path / "real")) == ["README.md", "config.json", "factors.safetensors", "preprocessing.safetensors"]
+
+
 def test_failed_save_leaves_the_old_folder(tmp_path, saved, monkeypatch):
-    before = {p.name: p.read_bytes() for p in saved.iterdir()}
+    before = _files(saved)
     calls = []
 
     def failing_fsync(fd):
@@ -105,16 +128,60 @@ def test_failed_save_leaves_the_old_folder(tmp_path, saved, monkeypatch):
     monkeypatch.setattr(io.os, "fsync", failing_fsync)
     with pytest.raises(OSError, match="disk full"):
         make_dataset(seed=9).save_pretrained(saved)
-    assert {p.name: p.read_bytes() for p in saved.iterdir()} == before
+    assert _files(saved) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
 
 
-def test_save_refuses_to_replace_an_unrelated_folder(tmp_path, dataset):
+@pytest.mark.parametrize("committed", [False, True])
+def test_an_interrupted_save_is_rolled_back_or_completed_by_the_next_load(saved, monkeypatch, committed):
+    """A kill before the manifest leaves the old dataset; after it (here: once one file is in
+    place), the next load finishes installing the new one. Either way nothing is left behind."""
+    old, new = FactorizedDataset.from_pretrained(saved), make_dataset(seed=9)
+    real_replace, real_sync = io.os.replace, io._write_synced
+
+    class Killed(BaseException):
+        pass
+
+    def kill_after_first_install(src, dst):
+        real_replace(src, dst)
+        if io.STAGING in str(src) and io.STAGING not in str(dst):
+            raise Killed
+
+    def kill_before_manifest(path, data):
+        if "manifest" in path.name:
+            raise Killed
+        real_sync(path, data)
+
+    monkeypatch.setattr(io.os, "replace", kill_after_first_install)
+    monkeypatch.setattr(io, "_write_synced", kill_before_manifest if not committed else real_sync)
+    monkeypatch.setattr(io.shutil, "rmtree", lambda *a, **k: None)  # a kill runs no clean-up
+    with pytest.raises(Killed):
+        new.save_pretrained(saved)
+    assert (saved / io.STAGING).is_dir()
+    monkeypatch.undo()
+    loaded = FactorizedDataset.from_pretrained(saved)
+    assert torch.equal(loaded.bases, (new if committed else old).bases)
+    assert not (saved / io.STAGING).exists()
+    loaded.preprocessing
+
+
+def test_save_refuses_to_replace_files_of_an_unrelated_folder(tmp_path, dataset):
     (tmp_path / "mine").mkdir()
-    (tmp_path / "mine" / "notes.txt").write_text("keep me")
-    with pytest.raises(FileExistsError, match="not a factorized dataset"):
+    (tmp_path / "mine" / "README.md").write_text("keep me")
+    with pytest.raises(FileExistsError, match="README.md but is not a factorized dataset"):
         dataset.save_pretrained(tmp_path / "mine")
-    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+    assert os.listdir(tmp_path / "mine") == ["README.md"] and (tmp_path / "mine" / "README.md").read_text() == "keep me"
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "notes.txt").write_text("keep me")
+    dataset.save_pretrained(tmp_path / "notes")  # a folder without files of the format is fine
+    assert (tmp_path / "notes" / "notes.txt").read_text() == "keep me"
+
+
+def test_what_cannot_be_loaded_cannot_be_saved(tmp_path, dataset):
+    dataset.provenance["log"] = "x" * io.MAX_CONFIG_BYTES
+    with pytest.raises(ValueError, match="config.json would be .* bytes, more than the 1,048,576 a reader accepts"):
+        dataset.save_pretrained(tmp_path / "big")
+    assert not (tmp_path / "big").exists()
 
 
 def test_save_refuses_non_finite_values(tmp_path, dataset):
@@ -186,6 +253,16 @@ def _bad_header(folder):
     _write_config(folder, config)
 
 
+def _padded(folder):
+    """Bytes after the tensors, size and checksum recorded: caught from the header, before hashing."""
+    path = folder / "factors.safetensors"
+    with open(path, "ab") as f:
+        f.write(bytes(64))
+    config = _config(folder)
+    config["files"]["factors.safetensors"]["size"] = path.stat().st_size
+    _write_config(folder, config)
+
+
 BAD_FOLDERS = {
     "missing config": (lambda f: (f / "config.json").unlink(), r"config.json: missing"),
     "config not json": (lambda f: (f / "config.json").write_text("{oops"), r"config.json: not valid JSON"),
@@ -205,7 +282,7 @@ BAD_FOLDERS = {
     "extra key": (_edit_config(extra=1), r"unexpected \['extra'\]"),
     "too many bases": (_edit_config(num_bases=10**9), r"'num_bases' must be an int in"),
     "huge images": (_edit_config(image_shape=[3, 10**6, 10**6]), r"'image_shape' .* beyond the limits"),
-    "huge zca": (_edit_config(image_shape=[64, 4096, 4096], basis_shape=[64, 4096, 4096], num_bases=1), r"more than the \d+ allowed"),
+    "huge zca": (_edit_config(image_shape=[64, 4096, 4096], basis_shape=[64, 4096, 4096], num_bases=1), r"more than the [\d,]+ allowed"),
     "bad lr": (_edit_config(learned_lr=-1), r"'learned_lr' must be null or a positive number"),
     "duplicate classes": (_edit_config(classes=["a", "a", "b"]), r"duplicate names"),
     "shape mismatch": (_edit_config(num_bases=7), r"tensor 'bases' is F32 \[6, 3, 8, 8\], expected torch.float32 \[7, 3, 8, 8\]"),
@@ -213,6 +290,15 @@ BAD_FOLDERS = {
     "missing tensor": (_with_tensor("hallucinators.scale", None), r"holds tensors .* expected"),
     "labels out of range": (_with_tensor("labels", lambda t: t + 5), r"labels outside \[0, 3\)"),
     "nan in bases": (_with_tensor("bases", lambda t: t.index_fill(0, torch.tensor([1]), float("nan"))), r"'bases' contains NaN or inf"),
+    "deep nesting": (lambda f: (f / "config.json").write_text("[" * 100_000 + "]" * 100_000), r"not valid JSON \(nested too deeply"),
+    "huge integer": (lambda f: (f / "config.json").write_text('{"format_version": ' + "9" * 5000 + "}"), r"not valid JSON"),
+    "NaN in JSON": (lambda f: (f / "config.json").write_text(f.joinpath("config.json").read_text().replace('"learned_lr": 0.01', '"learned_lr": NaN')), r"NaN is not a JSON number"),
+    "version true": (_edit_config(format_version=True), r"unsupported format_version True"),
+    "version 1.0": (_edit_config(format_version=1.0), r"unsupported format_version 1.0"),
+    "recorded size beyond the tensors": (_edit_config(**{"files__factors.safetensors__size": 10**12}), r"'files.factors.safetensors.size' is .* at most"),
+    "padded factors": (_padded, r"factors.safetensors: not a valid safetensors file"),
+    "lr beyond float32": (_edit_config(learned_lr=1e300), r"'learned_lr' must be"),
+    "eps beyond float32": (_edit_config(preprocessing__eps=1e-300), r"'eps' must be"),
     "inf in hallucinator": (_with_tensor("hallucinators.shift", lambda t: t + float("inf")), r"'hallucinators.shift' contains NaN or inf"),
 }
 
@@ -225,6 +311,13 @@ def test_bad_folders_raise_format_error_naming_the_file(saved, case):
         dataset = FactorizedDataset.from_pretrained(saved)
         dataset.preprocessing
     assert str(saved) in str(info.value)
+
+
+def test_file_contents_are_hashed_only_after_the_header_matches(saved, monkeypatch):
+    _padded(saved)
+    monkeypatch.setattr(io, "_sha256", lambda path: pytest.fail(f"hashed {path}"))
+    with pytest.raises(FormatError, match="not a valid safetensors file"):
+        FactorizedDataset.from_pretrained(saved)
 
 
 def test_loading_never_unpickles(saved, monkeypatch):

@@ -69,6 +69,44 @@ def test_zca_matrices_follow_device_moves():
     torch.testing.assert_close(zca(x.double()).float(), before, rtol=1e-4, atol=1e-5)
 
 
+def test_a_truncated_zca_never_forms_d_by_d_matrices():
+    """Rank 1 for 3 x 128 x 128 images (D = 49,152): dense matrices would take 2 x 9.7 GB."""
+    d = 3 * 128 * 128
+    u = torch.zeros(d, 1)
+    u[0] = 1.0
+    zca = ZCA(torch.full((d,), 0.5), torch.tensor([3.0]), u, eps=0.1)
+    x = torch.rand(2, 3, 128, 128)
+    z = zca(x)  # would raise out of memory or take minutes with D x D intermediates
+    assert max(t.numel() for t in zca._maps()[0] if isinstance(t, torch.Tensor)) == 1
+    expected = (x - 0.5) * 0.1**-0.5
+    expected[:, 0, 0, 0] = (x[:, 0, 0, 0] - 0.5) * 3.1**-0.5
+    torch.testing.assert_close(z, expected)
+    torch.testing.assert_close(zca.inverse(z), x)
+
+
+def test_truncated_and_dense_application_agree():
+    zca = ZCA.fit(_correlated_images(), eps=0.01)
+    x = torch.rand(6, 2, 4, 4)
+    for rank in (4, 16, 17):  # 2K <= D: factored; above: a dense matrix
+        low = zca.truncated(rank)
+        dense = (0.01**-0.5 * torch.eye(32, dtype=torch.float64)
+                 + (low.eigenvectors.double() * ((low.eigenvalues.double() + 0.01).rsqrt() - 0.01**-0.5)) @ low.eigenvectors.double().T)  # fmt: skip
+        expected = ((x.reshape(6, -1).double() - low.mean.double()) @ dense).float().reshape(x.shape)
+        torch.testing.assert_close(low(x), expected, rtol=1e-4, atol=1e-4)
+        assert isinstance(low._maps()[0], torch.Tensor) == (2 * rank > 32)
+
+
+@pytest.mark.parametrize("kind, config, message", [
+    ("zca", {"kind": "zca", "eps": 1e-300}, "'eps' must be a positive number in float32's range"),
+    ("normalize", {"kind": "normalize", "mean": [1e300], "std": [1.0]}, "'mean' must be a list of 1 numbers finite in float32"),
+    ("normalize", {"kind": "normalize", "mean": [0.5], "std": [1e-45]}, "'std' must be .* and positive"),
+    ("normalize", {"kind": "normalize", "mean": [3e38], "std": [0.5]}, "beyond float32's range"),
+])  # fmt: skip
+def test_values_finite_in_json_but_not_in_float32_are_refused(kind, config, message):
+    with pytest.raises(ValueError, match=message):
+        preprocessing_class(kind).check_config(config, (1, 4, 4))
+
+
 def test_config_validation():
     with pytest.raises(ValueError, match="'mean' must be a list of 3"):
         Normalize.check_config({"kind": "normalize", "mean": [0.5], "std": [1, 1, 1]}, (3, 4, 4))
