@@ -20,6 +20,13 @@ os.environ.pop("HF_TOKEN", None)
 os.environ.pop("HF_HUB_CACHE", None)
 os.environ.pop("HF_DATASETS_CACHE", None)
 
+import random  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -94,3 +101,42 @@ def hub(tmp_path, monkeypatch):
     yield HUB.start()
     leaked = [p for p in os.listdir(SESSION_HF_HOME) if p not in ("datasets", "modules")]
     assert not leaked, f"a test wrote to the shared HF_HOME: {leaked}"
+
+
+def kill_at_random_points(code: str, straight: Path, out: Path, args: list[str], saved, *, kills: int = 3, seed: int = 0) -> int:
+    """Run ``python -c code OUT *args`` once into ``straight``, then into ``out`` SIGKILLing it
+    ``kills`` times at random moments and restarting it (it must resume), until it finishes.
+
+    The first kill comes once ``saved(out)`` holds (work a resume can continue from), at a random
+    moment of what the uninterrupted run had left then; later ones at random moments of a
+    restarted run (imports included). Both runs are processes of the same kind (one thread:
+    thread counts change float rounding). Returns how many kills landed before the run finished.
+    """
+    def start(folder: Path) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-c", code, str(folder), *args], cwd=Path(__file__).parent.parent,
+                                env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+
+    def wait_saved(process: subprocess.Popen, folder: Path) -> float:
+        began = time.perf_counter()
+        while not saved(folder) and process.poll() is None:
+            time.sleep(0.01)
+        return time.perf_counter() - began
+
+    process, began = start(straight), time.perf_counter()
+    until_saved = wait_saved(process, straight)
+    assert process.wait(timeout=300) == 0
+    left = time.perf_counter() - began - until_saved
+    rng, landed = random.Random(seed), 0
+    while True:
+        process = start(out)
+        if landed < kills:
+            wait_saved(process, out)
+            try:
+                process.wait(timeout=rng.uniform(0, 0.8 * left))
+            except subprocess.TimeoutExpired:
+                process.send_signal(signal.SIGKILL)
+                assert process.wait() == -signal.SIGKILL
+                landed += 1
+                continue
+        assert process.wait(timeout=300) == 0
+        return landed

@@ -16,6 +16,7 @@ from haba_datasets.distill.parameterizations import HaBa, PlainImages, supcon
 from haba_datasets.data import load_real
 from haba_datasets.distill.recipe import build_synthetic, load_recipe, run_recipe
 from haba_datasets.evaluate import as_dataset
+from tests.conftest import kill_at_random_points
 from tests.test_data import COLORS, tiny_real
 
 TINY_NET = {"depth": 1, "width": 8}
@@ -229,9 +230,9 @@ def test_to_dataset_round_trips(tmp_path):
     assert plain.storage.ratio == 1.0 and plain.hallucinators.architecture == "identity"
 
 
-def run_loop(out, iterations, *, resume=False, stop_at=None, monkeypatch=None):
+def run_loop(out, iterations, *, objective="dm", experts=None, resume=False, stop_at=None, monkeypatch=None):
     torch.manual_seed(0)
-    synthetic, objective = make_synthetic("haba"), make_objective("dm")
+    synthetic, objective = make_synthetic("haba"), make_objective(objective, experts)
     x, y = real_images(30, seed=9)
     if stop_at is not None:
         real_step = synthetic.adversary_step
@@ -280,6 +281,34 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, monkeypatch):
     a, b = (FactorizedDataset.from_pretrained(tmp_path / run / "best", device="cpu") for run in ("straight", "resumed"))
     assert torch.equal(a.bases, b.bases)
     assert all(torch.equal(p, q) for p, q in zip(a.hallucinators.parameters(), b.hallucinators.parameters()))
+
+
+KILLED_RUN = """
+import sys
+from pathlib import Path
+from haba_datasets.distill.experts import Experts
+from tests.test_distill import run_loop
+out, objective, experts = sys.argv[1:]
+run_loop(Path(out), 8, objective=objective, experts=Experts.open(experts), resume=True)
+"""
+
+
+def assert_same_run(a, b):
+    assert (a / "log.jsonl").read_text() == (b / "log.jsonl").read_text()
+    x, y = (FactorizedDataset.from_pretrained(folder / "best", device="cpu") for folder in (a, b))
+    assert torch.equal(x.bases, y.bases) and x.provenance == y.provenance
+    assert all(torch.equal(p, q) for p, q in zip(x.hallucinators.parameters(), y.hallucinators.parameters()))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("objective", ["mtt", "dm"])
+def test_a_run_killed_at_random_points_resumes_bit_identically(tmp_path, experts, objective):
+    """SIGKILL (no clean-up; maybe inside a checkpoint, a log line or a save of best/) at random
+    moments, then let it finish: log and selected dataset equal the uninterrupted run's."""
+    landed = kill_at_random_points(KILLED_RUN, tmp_path / "straight", tmp_path / "killed", [objective, str(experts.folder)],
+                                   lambda out: (out / "checkpoint.safetensors").exists(), seed=len(objective))  # fmt: skip
+    assert landed >= 1
+    assert_same_run(tmp_path / "killed", tmp_path / "straight")
 
 
 def test_resume_refuses_other_settings(tmp_path):

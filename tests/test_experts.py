@@ -19,6 +19,7 @@ from haba_datasets.distill import experts as experts_module
 from haba_datasets.distill.experts import Experts, _derived_seed, expert_file, flatten_parameters, train_experts, unflatten
 from haba_datasets.evaluate import as_dataset, train_epoch
 from haba_datasets.io import FormatError
+from tests.conftest import kill_at_random_points
 
 TINY_NET = {"depth": 1, "width": 8}
 
@@ -154,6 +155,23 @@ def test_an_interrupted_run_resumes_bit_identically(trained, real_folder, tmp_pa
     run(tmp_path / "run", real_folder)
     assert len(calls) == 6 - stop_after  # finished epochs and experts are not trained again
     assert_same_files(tmp_path / "run", trained)
+
+
+KILLED_RUN = """
+import sys
+from tests.test_experts import run
+run(*sys.argv[1:])
+"""
+
+
+@pytest.mark.slow
+def test_a_run_killed_at_random_points_resumes_bit_identically(real_folder, tmp_path):
+    """SIGKILL at random moments (maybe inside a trajectory write), then finish: the files equal
+    those of an uninterrupted run."""
+    landed = kill_at_random_points(KILLED_RUN, tmp_path / "straight", tmp_path / "killed", [str(real_folder)],
+                                   lambda out: any(out.glob("expert_*")))  # fmt: skip
+    assert landed >= 1
+    assert_same_files(tmp_path / "killed", tmp_path / "straight")
 
 
 def test_reruns_check_the_settings_and_can_add_experts(trained, real_folder, tmp_path, monkeypatch):

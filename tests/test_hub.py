@@ -329,3 +329,25 @@ def test_cli_push_and_download(hub, saved, capsys):
     assert main(["download", "alice/missing"]) == 2
     assert "repository not found" in capsys.readouterr().err
     assert main(["push", str(saved / "nope"), REPO]) == 2
+
+
+@pytest.mark.slow
+def test_a_recipe_distils_and_publishes_and_a_failed_push_is_retried_alone(hub, tmp_path, monkeypatch, capsys):
+    from tests.test_data import tiny_real
+    from tests.test_distill import write_recipe
+
+    tiny_real(tmp_path / "colors")
+    recipe, out = write_recipe(tmp_path / "r.yaml"), tmp_path / "out"
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    hub.fail("POST", "/commit/", 500)  # the push at the end of the run fails
+    assert main(["distill", str(recipe), "--profile", "cpu", "-o", str(out), "--push", REPO]) == 2
+    err = capsys.readouterr().err
+    assert "nothing was committed" in err and f"haba-datasets push {out / 'dataset'} {REPO}" in err
+    assert hub.head(REPO) is None or "config.json" not in hub.files(REPO)
+    made = FactorizedDataset.from_pretrained(out / "dataset", device="cpu")  # the run's results survive
+    assert (out / "summary.json").is_file() and made.provenance["metrics"]["runs"] == 2
+    assert main(["push", str(out / "dataset"), REPO]) == 0  # the retry, alone
+    _same(_load(), made)
+    assert main(["distill", str(recipe), "--profile", "cpu", "-o", str(tmp_path / "again"), "--push", "alice/second"]) == 0
+    second = _load("alice/second")  # the same recipe and seed, pushed at the end of the run
+    assert torch.equal(second.bases, made.bases) and second.provenance["metrics"] == made.provenance["metrics"]

@@ -181,6 +181,9 @@ def test_what_cannot_be_loaded_cannot_be_saved(tmp_path, dataset):
     dataset.provenance["log"] = "x" * io.MAX_CONFIG_BYTES
     with pytest.raises(ValueError, match="config.json would be .* bytes, more than the 1,048,576 a reader accepts"):
         dataset.save_pretrained(tmp_path / "big")
+    dataset.provenance["log"] = float("nan")  # the reader refuses NaN in JSON
+    with pytest.raises(ValueError, match="config.json can hold only finite numbers"):
+        dataset.save_pretrained(tmp_path / "big")
     assert not (tmp_path / "big").exists()
 
 

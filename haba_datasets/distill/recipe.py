@@ -25,6 +25,7 @@ from .. import io
 from ..data import RealData, load_real
 from ..evaluate import Protocol, as_dataset, evaluate, real_eval_sets
 from ..factorized import FactorizedDataset
+from ..hub import HubError
 from .experts import Experts, train_experts
 from .loop import Schedule, distill
 from .objectives import DistributionMatching, Objective, TrainedDistributionMatching, TrajectoryMatching
@@ -206,5 +207,9 @@ def run_recipe(
     logger.info("wrote %s (test accuracy %s)", out / "dataset", report)
     io.write_file(out / "summary.json", (json.dumps(best.provenance, indent=2) + "\n").encode())
     if push:
-        best.push_to_hub(push)
+        try:
+            best.push_to_hub(push)
+        except HubError as err:  # the run's results are saved: say how to publish them alone
+            raise HubError(f"{err}\nThe distilled dataset is saved in {out / 'dataset'}; publish it without "
+                           f"distilling again: haba-datasets push {out / 'dataset'} {push}") from err  # fmt: skip
     return best
