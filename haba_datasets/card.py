@@ -56,6 +56,8 @@ def dataset_card(config: dict, storage, repo_id: str | None = None, export: dict
     lines += _provenance(prov)
     lines += ["", "## Results", ""]
     lines += _results(prov.get("metrics") or {}, prov.get("reference"))
+    if isinstance(prov.get("cross_architecture"), dict):
+        lines += ["", "## Across architectures", ""] + _cross_architecture(prov["cross_architecture"])
     lines += [
         "",
         "## How to load",
@@ -126,7 +128,48 @@ def _results(metrics: dict, reference) -> list[str]:
     return lines + (_table(rest) if rest else [])
 
 
-_OWN_SECTIONS = {"name", "license", "metrics", "reference", "recipe"}
+def _cross_architecture(cross: dict) -> list[str]:
+    """Accuracy per network next to random real images of the same storage (types checked: the
+    provenance may come from a downloaded file)."""
+    networks = cross.get("networks") if isinstance(cross.get("networks"), dict) else {}
+    base = cross.get("baseline") if isinstance(cross.get("baseline"), dict) else None
+    head = "| network | lr | test accuracy (%) |" + (f" random real, {base.get('images_per_class')} per class (%) | gain |" if base else "")
+    lines = [head, "|---|---|---|" + ("---|---|" if base else "")]
+    for model, r in networks.items():
+        if not isinstance(r, dict):
+            continue
+        own = " (distilled for)" if model == cross.get("distilled_with") else ""
+        row = f"| {model}{own} | {_value(r.get('lr'))} ({r.get('lr_source')}) | {_accuracy(r)} |"
+        b = r.get("baseline")
+        if base and isinstance(b, dict):
+            both = _number(r.get("test_accuracy")) and _number(b.get("test_accuracy"))
+            gain = f"{100 * (r['test_accuracy'] - b['test_accuracy']):+.2f}" if both else "-"
+            row += f" {_accuracy(b)} | {gain} |"
+        lines.append(row)
+    if _number(cross.get("transfer_mean")):
+        row = f"| mean of the other networks | | {_percent(cross['transfer_mean'])} |"
+        if base and _number(cross.get("baseline_transfer_mean")):
+            row += f" {_percent(cross['baseline_transfer_mean'])} | {100 * (cross['transfer_mean'] - cross['baseline_transfer_mean']):+.2f} |"
+        lines.append(row)
+    lines += ["", f"Protocol: {cross.get('runs')} run(s) x {cross.get('epochs')} epochs per network (DSA: {cross.get('dsa')}); "
+              f"the lr of each network other than the one the data was distilled for chosen on the validation split "
+              f"from {cross.get('lr_grid')} ({cross.get('lr_epochs')} epochs per candidate). Measured by "
+              f"`{cross.get('command')}`."]  # fmt: skip
+    return lines
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _accuracy(r: dict) -> str:
+    if not _number(r.get("test_accuracy")):
+        return "diverged"
+    std = f" +- {_percent(r['test_accuracy_std'])}" if _number(r.get("test_accuracy_std")) else ""
+    return f"{_percent(r['test_accuracy'])}{std}"
+
+
+_OWN_SECTIONS = {"name", "license", "metrics", "reference", "recipe", "cross_architecture"}
 _SUMMARISED = {"test_accuracy", "test_accuracy_std", "runs", "epochs", "model"}
 
 

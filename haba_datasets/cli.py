@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import math
 import sys
 from pathlib import Path
 
 from .allocator import keep_freed_memory
+from .cross_architecture import LR_GRID
 from .hub import HubError
 from .io import FormatError
 
@@ -43,6 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dataset", help="real dataset to test on (default: the factorized dataset's provenance)")
     p.add_argument("--ipc", type=int, help="real subsets: images per class (default: the whole training split)")
     p.add_argument("--model", default="ConvNet", help="network name (see haba_datasets.nets.list_nets)")
+    p.add_argument("--models", help="comma-separated networks for a cross-architecture table (e.g. "
+                                    "ConvNet,AlexNet,VGG11,ResNet18); each network other than the one the data was "
+                                    "distilled for trains at an lr chosen on the validation split")  # fmt: skip
+    p.add_argument("--baseline", choices=["random"], help="with --models: also train the networks on random real images "
+                                                          "of the same storage, in the same preprocessing")  # fmt: skip
+    p.add_argument("--lr-grid", default=",".join(map(str, LR_GRID)), help="with --models: candidate lrs (default: %(default)s)")
+    p.add_argument("--lr-epochs", type=int, help="with --models: epochs of each candidate's run (default: epochs / 5)")
     p.add_argument("--runs", type=int, help="default: the protocol recorded in the dataset's metrics, else 5")
     p.add_argument("--epochs", type=int, help="default: the protocol recorded in the dataset's metrics, else 1000")
     p.add_argument("--batch-size", type=int, default=256)
@@ -217,6 +227,10 @@ def _evaluate(args: argparse.Namespace) -> None:
     val, test = real_eval_sets(real, preprocessing)
     protocol = Protocol(epochs=args.epochs, batch_size=args.batch_size, lr=lr or 0.01, dsa=not args.no_dsa,
                         curve_points=args.curve_points)  # fmt: skip
+    if args.models:
+        return _cross_architecture(args, train, val, test, real, preprocessing, protocol, setting, lr, recorded)
+    if args.baseline:
+        raise UsageError("--baseline needs --models (the networks to train on the baseline)")
     report = evaluate(train, test, num_classes=len(real.classes), model=args.model, runs=args.runs, protocol=protocol,
                       val=val, seed=args.seed, device=args.device, setting=setting)  # fmt: skip
     stem = Path(str(args.name)).name + (f"-ipc{args.ipc}" if args.ipc else "")
@@ -227,6 +241,49 @@ def _evaluate(args: argparse.Namespace) -> None:
         std = f" +- {100 * std:.2f}" if isinstance(std, (int, float)) else ""
         print(f"the dataset's card records {100 * recorded['test_accuracy']:.2f}{std} "
               f"({recorded.get('runs', '?')} runs x {recorded.get('epochs', '?')} epochs)")  # fmt: skip
+    print("wrote " + ", ".join(map(str, paths)))
+
+
+def _cross_architecture(args, train, val, test, real, preprocessing, protocol, setting, lr, recorded) -> None:
+    from .cross_architecture import CrossArchitectureReport, evaluate_networks, random_real_baseline
+    from .factorized import FactorizedDataset
+    from .nets import list_nets
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    if unknown := [m for m in models if m not in list_nets()]:
+        raise UsageError(f"unknown network(s) {unknown}; known: {', '.join(list_nets())}")
+    try:
+        grid = tuple(float(x) for x in args.lr_grid.split(","))
+    except ValueError:
+        raise UsageError(f"--lr-grid takes comma-separated numbers, got {args.lr_grid!r}") from None
+    if not grid or not all(g > 0 and math.isfinite(g) for g in grid):
+        raise UsageError(f"--lr-grid takes positive numbers, got {args.lr_grid!r}")
+    factorized = isinstance(train, FactorizedDataset)
+    if args.baseline and not factorized:
+        raise UsageError("--baseline random compares a factorized dataset with random real images of its storage")
+    # the network the data was distilled for: the one its card was measured with (learned lr)
+    own_model = recorded.get("model") if isinstance(recorded, dict) and recorded.get("model") in models else None
+    own_model = own_model or ("ConvNet" if lr is not None and "ConvNet" in models else None)
+    own = {own_model: lr} if own_model is not None and lr is not None else {}
+    lr_epochs = args.lr_epochs or max(1, args.epochs // 5)
+    common = {"num_classes": len(real.classes), "models": models, "runs": args.runs, "protocol": protocol, "grid": grid,
+              "lr_epochs": lr_epochs, "seed": args.seed, "device": args.device}  # fmt: skip
+    networks = evaluate_networks(train, test, val, own=own, setting=setting, **common)
+    baseline = None
+    if args.baseline:
+        ipc = math.floor(train.storage.equivalent_ipc + 1e-9)
+        base = random_real_baseline(real, preprocessing, ipc, seed=args.seed)
+        baseline = evaluate_networks(base, test, val, setting={**setting, "train": f"random real, IPC {ipc}"}, **common)
+        setting = {**setting, "baseline_data": {"kind": "random real", "images_per_class": ipc,
+                                           "equivalent_ipc": train.storage.equivalent_ipc}}  # fmt: skip
+    setting = {**setting, "protocol": {**dataclasses.asdict(protocol), "lr": None}, "lr_grid": list(grid),
+               "lr_epochs": lr_epochs, "runs": args.runs}  # fmt: skip
+    report = CrossArchitectureReport(setting, own_model, networks, baseline)
+    stem = Path(str(args.name)).name + (f"-ipc{args.ipc}" if args.ipc else "")
+    paths = report.save(args.output or Path("evaluation") / f"{stem}-cross-architecture")
+    print(f"{setting['train']}: {args.runs} run(s) x {args.epochs} epochs per network; lr of the other networks chosen "
+          f"on the validation split from {list(grid)} ({lr_epochs} epochs each)")  # fmt: skip
+    print(report.table())
     print("wrote " + ", ".join(map(str, paths)))
 
 

@@ -57,11 +57,24 @@ class RunResult:
     test_accuracy: float
     val_accuracy: float | None
     curve: list[dict] = field(default_factory=list)  # per epoch: epoch, lr, loss, train_accuracy[, val_accuracy]
+    diverged: bool = False  # the training loss turned non-finite or grew (see :func:`diverged`)
+
+
+def diverged(losses: list[float]) -> bool:
+    """Whether training failed: a non-finite loss, or a mean loss over the last 10% of the epochs
+    above that of the first 5% (training on a fixed set should lower it; a learning rate too large
+    for the network makes it grow instead)."""
+    if not all(math.isfinite(x) for x in losses):
+        return True
+    head, tail = losses[: max(1, len(losses) // 20)], losses[-max(1, len(losses) // 10):]
+    return len(losses) > 1 and statistics.fmean(tail) > statistics.fmean(head)
 
 
 @dataclass
 class Report:
-    """Runs of one evaluation; ``mean``/``std`` (population, as in the literature) of test accuracy."""
+    """Runs of one evaluation; ``mean``/``std`` (population, as in the literature) of the test
+    accuracy of the runs that trained (diverged runs are listed, never averaged in; NaN when
+    every run diverged)."""
 
     setting: dict
     runs: list[RunResult]
@@ -69,27 +82,37 @@ class Report:
 
     @property
     def accuracies(self) -> list[float]:
-        return [r.test_accuracy for r in self.runs]
+        """Test accuracy of every run that did not diverge."""
+        return [r.test_accuracy for r in self.runs if not r.diverged]
+
+    @property
+    def diverged_seeds(self) -> list[int]:
+        return [r.seed for r in self.runs if r.diverged]
 
     @property
     def mean(self) -> float:
-        return statistics.fmean(self.accuracies)
+        return statistics.fmean(self.accuracies) if self.accuracies else math.nan
 
     @property
     def std(self) -> float:
-        return statistics.pstdev(self.accuracies)
+        return statistics.pstdev(self.accuracies) if self.accuracies else math.nan
 
     def __str__(self) -> str:
-        return f"test accuracy {100 * self.mean:.2f} +- {100 * self.std:.2f} % over {len(self.runs)} run(s)"
+        if not self.accuracies:
+            return f"diverged in every one of {len(self.runs)} run(s) (lr {self.setting.get('protocol', {}).get('lr')})"
+        note = f"; {len(self.diverged_seeds)} more diverged (seeds {self.diverged_seeds}), left out" if self.diverged_seeds else ""
+        return f"test accuracy {100 * self.mean:.2f} +- {100 * self.std:.2f} % over {len(self.accuracies)} run(s){note}"
 
     def to_json(self) -> dict:
-        vals = [r.val_accuracy for r in self.runs if r.val_accuracy is not None]
+        vals = [r.val_accuracy for r in self.runs if r.val_accuracy is not None and not r.diverged]
+        finite = bool(self.accuracies)
         return {
             **self.setting,
-            "test_accuracy": {"mean": self.mean, "std": self.std, "runs": self.accuracies},
+            "test_accuracy": {"mean": self.mean if finite else None, "std": self.std if finite else None,
+                              "runs": self.accuracies, "diverged_seeds": self.diverged_seeds},  # fmt: skip
             "val_accuracy": {"mean": statistics.fmean(vals), "runs": vals} if vals else None,
             "seconds": self.seconds,
-            "runs": [asdict(r) for r in self.runs],
+            "runs": [_finite(asdict(r)) for r in self.runs],
         }
 
     def save(self, folder: str | Path) -> tuple[Path, Path]:
@@ -116,12 +139,19 @@ class Report:
         ax_loss.set(xlabel="epoch", ylabel=f"training loss (running mean of {window})", yscale="log",
                     title=self.setting.get("train", ""))  # fmt: skip
         ax_acc.set(xlabel="epoch", ylabel="accuracy", ylim=(0, 1), title="train (thin, running mean) and validation accuracy")
-        ax_loss.legend(fontsize=7)
-        ax_acc.legend(fontsize=7)
+        for ax in (ax_loss, ax_acc):
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(path, dpi=100)
         plt.close(fig)
         return path
+
+
+def _finite(record: dict) -> dict:
+    """A run's record with non-finite losses as null (report.json is strict JSON)."""
+    curve = [{k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in p.items()} for p in record["curve"]]
+    return {**record, "curve": curve}
 
 
 def _running_mean(values: list[float], window: int) -> list[float]:
@@ -203,7 +233,13 @@ def train_and_test(
     net = create_net(model, channels, num_classes, height).to(device)
     optimizer = torch.optim.SGD(net.parameters(), lr=protocol.lr, momentum=protocol.momentum, weight_decay=protocol.weight_decay)
     order = torch.Generator().manual_seed(seed)
-    loader = DataLoader(train, batch_size=protocol.batch_size, shuffle=True, generator=order)
+    # Batch norm cannot normalise a batch of one image: when the last batch of an epoch would hold
+    # a single image, that (shuffled, so each epoch another) image sits the epoch out.
+    batch_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
+    if batch_norm and len(train) == 1:
+        raise ValueError(f"{model} has batch norm, which cannot train on a single image")
+    single_last = len(train) % protocol.batch_size == 1
+    loader = DataLoader(train, batch_size=protocol.batch_size, shuffle=True, generator=order, drop_last=batch_norm and single_last)
     augment = DSA() if protocol.dsa else None
     draws = torch.Generator(device=device).manual_seed(seed)
     checks = {round(i * protocol.epochs / protocol.curve_points) - 1 for i in range(1, protocol.curve_points + 1)}
@@ -218,8 +254,10 @@ def train_and_test(
             val_acc = point["val_accuracy"] = accuracy(net, DataLoader(val, batch_size=256), device)
             bar.set_postfix(loss=f"{loss:.3f}", val=f"{val_acc:.3f}")
         curve.append(point)
+        if not math.isfinite(loss):  # nothing more to learn: stop, report it
+            break
     test_acc = accuracy(net, DataLoader(test, batch_size=256), device)  # faster than 1024 on CPU
-    return RunResult(seed, test_acc, val_acc, curve)
+    return RunResult(seed, test_acc, val_acc, curve, diverged([p["loss"] for p in curve]))
 
 
 def evaluate(

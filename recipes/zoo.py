@@ -4,6 +4,7 @@
     haba-datasets evaluate NAME --data-root ../shared/data -o recipes/results/zoo/NAME
     python recipes/zoo.py record NAME recipes/results/zoo/NAME/report.json
     python recipes/zoo.py choose RUN_DIR RUN_DIR ...   (prints the run with the best validation accuracy)
+    python recipes/zoo.py record-cross NAME REPORT --command "haba-datasets evaluate NAME --models ..."
 
 ``bundle`` copies ``RUN_DIR/dataset`` to ``haba_datasets/zoo/NAME``: the same factors, the ZCA
 (if any) truncated to its top ``--zca-rank`` eigenvectors (3072 x 3072 floats are 38 MB; see
@@ -11,7 +12,8 @@
 (``haba-datasets evaluate NAME`` then uses it by default). The test accuracy the recipe run measured
 before truncation is dropped: the card states only what is measured on the bundled files.
 ``record`` writes the evaluation report's mean +- std into the card, after checking that the report
-is about NAME with that protocol.
+is about NAME with that protocol. ``record-cross`` puts a cross-architecture table (with its
+random-real baseline and budget) on the card.
 """
 
 import argparse
@@ -19,6 +21,7 @@ import json
 from pathlib import Path
 
 from haba_datasets import FactorizedDataset
+from haba_datasets.cross_architecture import card_summary
 from haba_datasets.distill.recipe import load_recipe
 from haba_datasets.hub import ZOO, ZOO_DIR
 from haba_datasets.preprocessing import ZCA
@@ -56,6 +59,16 @@ def record(name: str, report_path: Path) -> Path:
     return dataset.save_pretrained(ZOO_DIR / name)
 
 
+def record_cross(name: str, report_path: Path, command: str) -> Path:
+    """Put a cross-architecture report of NAME (``haba-datasets evaluate NAME --models ...``) on its card."""
+    dataset = FactorizedDataset.from_pretrained(ZOO_DIR / name, device="cpu")
+    report = json.loads(report_path.read_text())
+    if not report["train"].startswith(f"{name} ") or f"evaluate {name} " not in command:
+        raise SystemExit(f"error: {report_path} measured {report['train']!r}, not {name}, or the command is not its")
+    dataset.provenance["cross_architecture"] = card_summary(report, command)
+    return dataset.save_pretrained(ZOO_DIR / name)
+
+
 def choose(runs: list[Path]) -> Path:
     """The run whose final evaluation has the highest validation accuracy (the test split is not read)."""
     return max(runs, key=lambda run: json.loads((run / "evaluation" / "report.json").read_text())["val_accuracy"]["mean"])
@@ -73,6 +86,10 @@ def main() -> None:
     p = sub.add_parser("record")
     p.add_argument("name", choices=sorted(ZOO))
     p.add_argument("report", type=Path, help="report.json of `haba-datasets evaluate NAME`")
+    p = sub.add_parser("record-cross")
+    p.add_argument("name", choices=sorted(ZOO))
+    p.add_argument("report", type=Path, help="report.json of `haba-datasets evaluate NAME --models ...`")
+    p.add_argument("--command", dest="command_line", required=True, help="the evaluate command that wrote the report")
     p = sub.add_parser("choose")
     p.add_argument("runs", type=Path, nargs="+", help="`haba-datasets distill` output folders")
     args = parser.parse_args()
@@ -80,6 +97,8 @@ def main() -> None:
         print("wrote", bundle(args.name, args.run, args.runs, args.epochs, args.zca_rank))
     elif args.command == "record":
         print("wrote", record(args.name, args.report))
+    elif args.command == "record-cross":
+        print("wrote", record_cross(args.name, args.report, args.command_line))
     else:
         print(choose(args.runs))
 

@@ -1,0 +1,222 @@
+"""Cross-architecture evaluation: one training set, several networks, each at a fitting learning rate.
+
+A learned learning rate belongs to the network the data was distilled with; every other network
+gets its own, chosen on the VALIDATION split from :data:`LR_GRID` (one short run per candidate;
+runs that diverge are out). The same networks can be trained on random real images of the same
+storage (:func:`random_real_baseline`), so the table shows the gain over real data side by side.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset, TensorDataset
+
+from .data import RealData
+from .evaluate import Protocol, Report, as_dataset, evaluate, train_and_test
+from .io import write_file
+from .preprocessing import Preprocessing
+
+#: Learning rates tried on the validation split for a network that has none of its own.
+LR_GRID = (0.001, 0.003, 0.01, 0.03, 0.1)
+
+
+@dataclass
+class NetworkResult:
+    """One network's evaluation and how its learning rate was chosen."""
+
+    model: str
+    lr: float | None  # None: it diverged at every candidate
+    lr_source: str  # "learned" (the distillation's), "given" or "validation"
+    lr_scores: dict[str, float | None]  # validation accuracy per candidate lr (None: diverged)
+    report: Report | None
+
+    @property
+    def mean(self) -> float:
+        return self.report.mean if self.report is not None else math.nan
+
+
+@dataclass
+class CrossArchitectureReport:
+    """Per-network results on the data, and on the random real baseline when asked for."""
+
+    setting: dict
+    distilled_with: str | None
+    networks: list[NetworkResult]
+    baseline: list[NetworkResult] | None = None
+
+    def transfer_mean(self, results: list[NetworkResult] | None = None) -> float:
+        """Mean accuracy over the networks other than the one the data was distilled with (NaN
+        if one of them diverged everywhere)."""
+        others = [r.mean for r in (results or self.networks) if r.model != self.distilled_with]
+        return statistics.fmean(others) if others else math.nan
+
+    def table(self) -> str:
+        """A Markdown table: accuracy per network (and of the baseline, and the gain)."""
+        head = "| network | lr | this dataset, test % |"
+        rule = "|---|---|---|"
+        if self.baseline is not None:
+            head += " random real of the same storage, test % (lr) | gain |"
+            rule += "---|---|"
+        rows = [head, rule]
+        base = {r.model: r for r in self.baseline or []}
+        for r in self.networks:
+            row = f"| {r.model}{' (distilled with)' if r.model == self.distilled_with else ''} | {_lr(r)} | {_cell(r)} |"
+            if self.baseline is not None:
+                b = base[r.model]
+                row += f" {_cell(b)} ({_lr(b)}) | {_signed(r.mean - b.mean)} |"
+            rows.append(row)
+        if self.distilled_with is not None and len(self.networks) > 1:
+            row = f"| mean of the other networks | | {_percent(self.transfer_mean())} |"
+            if self.baseline is not None:
+                other = self.transfer_mean(self.baseline)
+                row += f" {_percent(other)} | {_signed(self.transfer_mean() - other)} |"
+            rows.append(row)
+        return "\n".join(rows)
+
+    def to_json(self) -> dict:
+        def result(r: NetworkResult) -> dict:
+            return {"model": r.model, "lr": r.lr, "lr_source": r.lr_source, "lr_scores": r.lr_scores,
+                    "report": None if r.report is None else r.report.to_json()}  # fmt: skip
+
+        return {
+            **self.setting,
+            "distilled_with": self.distilled_with,
+            "networks": [result(r) for r in self.networks],
+            "baseline": None if self.baseline is None else [result(r) for r in self.baseline],
+            "transfer_mean": _finite(self.transfer_mean()),
+            "baseline_transfer_mean": None if self.baseline is None else _finite(self.transfer_mean(self.baseline)),
+        }
+
+    def save(self, folder: str | Path) -> list[Path]:
+        """Write ``report.json``, ``table.md``, ``chart.png`` and each network's own report and
+        curves (``<model>/``, the baseline's under ``baseline/<model>/``)."""
+        folder = Path(folder)
+        paths = [folder / "report.json", folder / "table.md"]
+        write_file(paths[0], (json.dumps(self.to_json(), indent=2) + "\n").encode())
+        write_file(paths[1], (self.table() + "\n").encode())
+        for where, results in (("", self.networks), ("baseline", self.baseline or [])):
+            for r in results:
+                if r.report is not None:
+                    r.report.save(folder / where / r.model)
+        paths.append(self._chart(folder / "chart.png"))
+        return paths
+
+    def _chart(self, path: Path) -> Path:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        names = [r.model for r in self.networks]
+        series = [("this dataset", self.networks)] + ([("random real, same storage", self.baseline)] if self.baseline else [])
+        width = 0.8 / len(series)
+        fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(names), 3.8))
+        for i, (label, results) in enumerate(series):
+            by_model = {r.model: r for r in results}
+            means = [100 * by_model[n].mean if math.isfinite(by_model[n].mean) else 0 for n in names]
+            stds = [100 * by_model[n].report.std if by_model[n].report and math.isfinite(by_model[n].mean) else 0 for n in names]
+            xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(names))]
+            ax.bar(xs, means, width, yerr=stds, capsize=3, label=label)
+            for x, r in zip(xs, (by_model[n] for n in names)):
+                if not math.isfinite(r.mean):
+                    ax.text(x, 1, "diverged", rotation=90, ha="center", va="bottom", fontsize=7)
+        ax.set_xticks(range(len(names)), names)
+        ax.set(ylabel="test accuracy %", title=self.setting.get("train", ""))
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        return path
+
+
+def card_summary(report: dict, command: str) -> dict:
+    """What a dataset card records of a cross-architecture ``report.json``: per network the mean,
+    std, lr and how it was chosen, the baseline's, the protocol and the command that measured it."""
+    def entry(r: dict) -> dict:
+        acc = (r["report"] or {}).get("test_accuracy") or {}
+        return {"test_accuracy": acc.get("mean"), "test_accuracy_std": acc.get("std"), "lr": r["lr"],
+                "lr_source": r["lr_source"], "diverged_seeds": acc.get("diverged_seeds", [])}  # fmt: skip
+
+    base = {r["model"]: entry(r) for r in report["baseline"] or []}
+    return {
+        "command": command,
+        "runs": report["runs"], "epochs": report["protocol"]["epochs"], "dsa": report["protocol"]["dsa"],
+        "lr_grid": report["lr_grid"], "lr_epochs": report["lr_epochs"],
+        "distilled_with": report["distilled_with"], "baseline": report.get("baseline_data"),
+        "networks": {r["model"]: {**entry(r), "baseline": base.get(r["model"])} for r in report["networks"]},
+        "transfer_mean": report["transfer_mean"], "baseline_transfer_mean": report["baseline_transfer_mean"],
+    }  # fmt: skip
+
+
+def choose_lr(train: Dataset, val: Dataset, *, num_classes: int, model: str, protocol: Protocol,
+              grid: tuple[float, ...] = LR_GRID, epochs: int | None = None, seed: int = 0,
+              device: torch.device | str | None = None) -> tuple[float | None, dict[str, float | None]]:  # fmt: skip
+    """The lr of ``grid`` whose one run of ``epochs`` (default: the protocol's) scores best on
+    ``val``; returns it (None if every candidate diverged) and every candidate's score."""
+    short = replace(protocol, epochs=epochs or protocol.epochs, curve_points=0)
+    scores: dict[str, float | None] = {}
+    for lr in grid:
+        run = train_and_test(train, val, num_classes=num_classes, model=model, protocol=replace(short, lr=lr), seed=seed,
+                             device=device, progress=False)  # fmt: skip
+        scores[repr(lr)] = None if run.diverged else run.test_accuracy  # ``val`` stood in for the test set
+    valid = {lr: s for lr, s in scores.items() if s is not None}
+    return (float(max(valid, key=valid.get)) if valid else None), scores
+
+
+def evaluate_networks(train: Dataset, test: Dataset, val: Dataset, *, num_classes: int, models: list[str], runs: int,
+                      protocol: Protocol, own: dict[str, float] | None = None, grid: tuple[float, ...] = LR_GRID,
+                      lr_epochs: int | None = None, seed: int = 0, device: torch.device | str | None = None,
+                      setting: dict | None = None, progress: bool = True) -> list[NetworkResult]:  # fmt: skip
+    """Train ``runs`` fresh networks of every model on ``train`` and test them. A model in ``own``
+    trains at that lr (``"learned"``); every other one at the lr :func:`choose_lr` picks."""
+    results = []
+    for model in models:
+        if model in (own or {}):
+            lr, source, scores = own[model], "learned", {}
+        else:
+            lr, scores = choose_lr(train, val, num_classes=num_classes, model=model, protocol=protocol, grid=grid,
+                                   epochs=lr_epochs, seed=seed, device=device)  # fmt: skip
+            source = "validation"
+        report = None
+        if lr is not None:
+            report = evaluate(train, test, num_classes=num_classes, model=model, runs=runs, protocol=replace(protocol, lr=lr),
+                              val=val, seed=seed, device=device, progress=progress,
+                              setting={**(setting or {}), "lr_source": source, "lr_scores": scores})  # fmt: skip
+        results.append(NetworkResult(model, lr, source, scores, report))
+    return results
+
+
+def random_real_baseline(real: RealData, preprocessing: Preprocessing, images_per_class: int, *, seed: int = 0) -> TensorDataset:
+    """``images_per_class`` random real training images per class in ``preprocessing``'s space."""
+    if images_per_class < 1:
+        raise ValueError(f"the storage buys {images_per_class} real images per class; the baseline needs at least 1")
+    return as_dataset(real.subset(images_per_class, seed=seed), preprocessing)
+
+
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+def _percent(x: float) -> str:
+    return f"{100 * x:.2f}" if math.isfinite(x) else "diverged"
+
+
+def _signed(x: float) -> str:
+    return f"{100 * x:+.2f}" if math.isfinite(x) else "-"
+
+
+def _cell(r: NetworkResult) -> str:
+    if r.report is None or not math.isfinite(r.mean):
+        return "diverged"
+    note = f" ({len(r.report.diverged_seeds)} diverged)" if r.report.diverged_seeds else ""
+    return f"{100 * r.mean:.2f} +- {100 * r.report.std:.2f}{note}"
+
+
+def _lr(r: NetworkResult) -> str:
+    return "-" if r.lr is None else f"{r.lr:g} ({r.lr_source})"
