@@ -7,6 +7,7 @@ import json
 import yaml
 from huggingface_hub import DatasetCard, DatasetCardData
 
+from .data import REAL_DATASETS
 from .hub import ZOO
 from .io import PREVIEW
 
@@ -30,10 +31,14 @@ def dataset_card(config: dict, storage, repo_id: str | None = None, export: dict
                          {"name": "label", "dtype": {"class_label": {"names": class_names}}}],
             "splits": [{"name": "train", "num_bytes": export["num_bytes"], "num_examples": export["num_examples"]}],
         }  # fmt: skip
+    source = REAL_DATASETS.get(prov.get("dataset")) if isinstance(prov.get("dataset"), str) else None
+    if source is not None:
+        extra["source_datasets"] = [source.hub_id]
     data = DatasetCardData(
-        license=prov.get("license", "unknown"),
+        license=prov.get("license", source.license if source else "unknown"),
         task_categories=["image-classification"],
-        tags=["dataset-distillation", "haba", "factorized-dataset"],
+        size_categories=[_size_category(config["num_bases"] * hall["count"])],
+        tags=["dataset-distillation", "haba", "factorized-dataset", f"arxiv:{ARXIV_ID}"],
         pretty_name=name,
         **extra,
     )
@@ -76,6 +81,14 @@ def dataset_card(config: dict, storage, repo_id: str | None = None, export: dict
         f"{config['learned_lr'] if config['learned_lr'] is not None else 'none recorded'}.",
         "",
         "Classes: " + ", ".join(config["classes"]) + ".",
+        "",
+        "## Citation",
+        "",
+        f"The method ([arXiv:{ARXIV_ID}](https://arxiv.org/abs/{ARXIV_ID})):",
+        "",
+        "```bibtex",
+        CITATION,
+        "```",
     ]
     if export is not None:
         lines[lines.index("## Storage"):lines.index("## Storage")] = [
@@ -95,6 +108,23 @@ def dataset_card(config: dict, storage, repo_id: str | None = None, export: dict
             "```",
         ]
     return str(DatasetCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n"))
+
+
+ARXIV_ID = "2210.16774"
+CITATION = """@inproceedings{liu2022dataset,
+  title     = {Dataset Distillation via Factorization},
+  author    = {Liu, Songhua and Wang, Kai and Yang, Xingyi and Ye, Jingwen and Wang, Xinchao},
+  booktitle = {Advances in Neural Information Processing Systems},
+  year      = {2022}
+}"""
+
+
+def _size_category(n: int) -> str:
+    """The Hub's ``size_categories`` bucket for ``n`` examples."""
+    for limit, bucket in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
+        if n < limit:
+            return bucket
+    return "n>1M"
 
 
 def _zoo_name(prov: dict) -> str | None:

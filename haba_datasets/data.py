@@ -34,15 +34,16 @@ class RealSpec:
     label: str
     config: str | None = None
     folder: str | None = None  # its folder name under a local data root (default: the registry name)
+    license: str = "unknown"  # as its Hub card states it; distilled data inherits it
 
 
 #: Registered real datasets. ``data_root / (spec.folder or name)`` is tried before the Hub.
 REAL_DATASETS: dict[str, RealSpec] = {
     "cifar10": RealSpec("uoft-cs/cifar10", "img", "label", "plain_text"),
     "cifar100": RealSpec("uoft-cs/cifar100", "img", "fine_label"),
-    "fashion_mnist": RealSpec("zalando-datasets/fashion_mnist", "image", "label"),
-    "mnist": RealSpec("ylecun/mnist", "image", "label"),
-    "svhn": RealSpec("ufldl-stanford/svhn", "image", "label", "cropped_digits"),
+    "fashion_mnist": RealSpec("zalando-datasets/fashion_mnist", "image", "label", license="mit"),
+    "mnist": RealSpec("ylecun/mnist", "image", "label", license="mit"),
+    "svhn": RealSpec("ufldl-stanford/svhn", "image", "label", "cropped_digits", license="other"),
 }
 #: Fraction of each class's training images held out for validation (model selection).
 VAL_FRACTION = 0.1

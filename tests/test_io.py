@@ -73,6 +73,20 @@ def test_card_and_config_describe_the_dataset(saved, dataset):
     assert config["preprocessing"] == {"kind": "zca", "eps": 0.1}
 
 
+def test_card_metadata_names_the_source_data_its_license_size_and_the_paper(tmp_path):
+    from huggingface_hub import DatasetCard
+
+    dataset = make_dataset()
+    dataset.provenance["dataset"] = "fashion_mnist"
+    card = DatasetCard((dataset.save_pretrained(tmp_path / "d") / "README.md").read_text())
+    assert card.data.license == "mit" and card.data.source_datasets == ["zalando-datasets/fashion_mnist"]
+    assert card.data.size_categories == ["n<1K"] and "arxiv:2210.16774" in card.data.tags
+    assert "@inproceedings{liu2022dataset" in card.text and "Dataset Distillation via Factorization" in card.text
+    dataset.provenance.update(dataset="somewhere/else", license="cc-by-4.0")  # not a registered source: as recorded
+    card = DatasetCard((dataset.save_pretrained(tmp_path / "d") / "README.md").read_text())
+    assert card.data.license == "cc-by-4.0" and card.data.source_datasets is None
+
+
 def test_card_states_recipe_budget_selection_and_accuracy_next_to_the_paper(tmp_path):
     dataset = make_dataset()
     dataset.provenance.update(recipe={"objective": {"kind": "mtt"}}, budget={"iterations": 300}, selected_iteration=250,
