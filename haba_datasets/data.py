@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 from tqdm.auto import tqdm
 
+from .hub import HUB_CALL_ERRORS
 from .io import write_file
 from .preprocessing import ZCA, Identity, Normalize, Preprocessing
 
@@ -129,7 +130,7 @@ def load_real(
         source = str(Path(data_root) / (spec.folder or name))
     try:
         splits = datasets.load_dataset(source, spec.config if spec else None)
-    except Exception as err:  # noqa: BLE001 - datasets raises many kinds; say what was tried
+    except (*HUB_CALL_ERRORS, ValueError) as err:  # missing files or repo, bad config name, network: say what was tried
         tried = f"{source!r}" + ("" if spec is None or data_root else " (set data_root or HABA_DATA_ROOT for a local copy)")
         raise FileNotFoundError(f"could not load real dataset {name!r} from {tried}: {err}") from err
     missing = {"train", "test"} - set(splits)

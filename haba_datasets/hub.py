@@ -57,7 +57,7 @@ _TRANSPORT_ERRORS = _transport_errors()
 #: What a Hub call may raise besides programming errors: HTTP answers, validation, transport
 #: (connection refused, dropped, timed out), file-system errors of the cache; LFS upload failures
 #: come wrapped as RuntimeError.
-_HUB_ERRORS = (HfHubHTTPError, HFValidationError, EntryNotFoundError, OSError, RuntimeError, *_TRANSPORT_ERRORS)
+HUB_CALL_ERRORS = (HfHubHTTPError, HFValidationError, EntryNotFoundError, OSError, RuntimeError, *_TRANSPORT_ERRORS)
 
 
 class HubError(OSError):
@@ -132,7 +132,7 @@ def resolve(
               "local_files_only": local_files_only}  # fmt: skip
     try:
         config = Path(hf_hub_download(filename="config.json", revision=revision, force_download=force_download, **kwargs))
-    except _HUB_ERRORS as err:
+    except HUB_CALL_ERRORS as err:
         raise HubError(f"could not load {name!r}: {tried}: {_reason(err, 'config.json')}") from err
     commit = config.parent.name  # the cache keeps each commit's files in snapshots/<commit>/
     description = f"{where}, commit {commit[:10]}"
@@ -140,7 +140,7 @@ def resolve(
     def download(filename: str, force: bool) -> None:
         try:
             hf_hub_download(filename=filename, revision=commit, force_download=force or force_download, **kwargs)
-        except _HUB_ERRORS as err:
+        except HUB_CALL_ERRORS as err:
             raise HubError(f"could not fetch {filename} from {description}: {_reason(err, filename)}") from err
 
     offline = local_files_only or constants.HF_HUB_OFFLINE
@@ -184,7 +184,7 @@ def push_files(
             repo_id, operations, repo_type=REPO_TYPE, revision=revision, create_pr=create_pr,
             commit_message=message, parent_commit=parent,
         )  # fmt: skip
-    except _HUB_ERRORS as err:
+    except HUB_CALL_ERRORS as err:
         if parent is None or not isinstance(err, _TRANSPORT_ERRORS):  # before the commit, or the Hub said no
             raise HubError(f"could not push to {target}; nothing was committed: {_reason(err)}") from err
         if create_pr:
@@ -207,7 +207,7 @@ def _landed(api: HfApi, repo_id: str, revision: str | None, parent: str, config:
         if head == parent:
             return None, "nothing was committed (the head is unchanged); pushing again is safe"
         entries = api.get_paths_info(repo_id, [CONFIG], repo_type=REPO_TYPE, revision=head)
-    except (*_HUB_ERRORS, ValueError) as err:
+    except (*HUB_CALL_ERRORS, ValueError) as err:
         return None, f"whether it landed is unknown: the check failed too ({_reason(err)}); look at the repo's history"
     if config is not None and [e.blob_id for e in entries] == [_git_blob_id(config)]:
         return head, "landed"
