@@ -12,6 +12,8 @@ from .allocator import keep_freed_memory
 from .cross_architecture import LR_GRID
 from .hub import HubError
 from .io import FormatError
+from .preprocessing import list_preprocessings
+from .registry import UnknownNameError
 
 
 class UsageError(Exception):
@@ -59,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, help="default: the dataset's learned lr, else 0.01")
     p.add_argument("--no-dsa", action="store_true", help="train without DSA augmentation")
     p.add_argument("--curve-points", type=int, default=10, help="validation accuracy measurements per run")
-    p.add_argument("--preprocessing", choices=["identity", "normalize", "zca"], default="normalize",
+    p.add_argument("--preprocessing", choices=list_preprocessings(), default="normalize",
                    help="real subsets: preprocessing fitted on the training split")  # fmt: skip
     p.add_argument("--pairing", choices=["random", "all"], default="random",
                    help="factorized datasets: one random hallucinator per basis per epoch (reference), or all pairs")  # fmt: skip
@@ -87,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--net", default="ConvNet", help="network name (see haba_datasets.nets.list_nets)")
     p.add_argument("--width", type=int, help="network width option (default: the network's)")
     p.add_argument("--depth", type=int, help="network depth option (default: the network's)")
-    p.add_argument("--preprocessing", choices=["identity", "normalize", "zca"], default="zca")
+    p.add_argument("--preprocessing", choices=list_preprocessings(), default="zca")
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--no-dsa", action="store_true", help="train without DSA augmentation")
@@ -101,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()  # large CPU tensors reuse freed memory (haba_datasets.allocator)
     try:
         return _run(args)
-    except (FormatError, HubError, UsageError) as err:
+    except (FormatError, HubError, UsageError, UnknownNameError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from .hub import HUB_CALL_ERRORS
 from .io import write_file
+from .registry import Registry
 from .preprocessing import ZCA, Identity, Normalize, Preprocessing
 
 logger = logging.getLogger(__name__)
@@ -39,13 +40,13 @@ class RealSpec:
 
 
 #: Registered real datasets. ``data_root / (spec.folder or name)`` is tried before the Hub.
-REAL_DATASETS: dict[str, RealSpec] = {
+REAL_DATASETS: Registry = Registry("real dataset", {
     "cifar10": RealSpec("uoft-cs/cifar10", "img", "label", "plain_text"),
     "cifar100": RealSpec("uoft-cs/cifar100", "img", "fine_label"),
     "fashion_mnist": RealSpec("zalando-datasets/fashion_mnist", "image", "label", license="mit"),
     "mnist": RealSpec("ylecun/mnist", "image", "label", license="mit"),
     "svhn": RealSpec("ufldl-stanford/svhn", "image", "label", "cropped_digits", license="other"),
-}
+})
 #: Fraction of each class's training images held out for validation (model selection).
 VAL_FRACTION = 0.1
 SPLIT_SEED = 0

@@ -18,27 +18,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .registry import Registry
+
 Shape = tuple[int, int, int]
 
-_REGISTRY: dict[str, type["HallucinatorBank"]] = {}
+#: Hallucinator architectures by the name the file format stores.
+HALLUCINATORS = Registry("hallucinator architecture")
 
 
 def register_hallucinators(name: str) -> Callable[[type["HallucinatorBank"]], type["HallucinatorBank"]]:
     """Class decorator registering a :class:`HallucinatorBank` subclass under ``name``."""
 
     def decorator(cls: type[HallucinatorBank]) -> type[HallucinatorBank]:
-        if name in _REGISTRY:
-            raise ValueError(f"hallucinator architecture {name!r} is already registered")
         cls.architecture = name
-        _REGISTRY[name] = cls
-        return cls
+        return HALLUCINATORS.register(name)(cls)
 
     return decorator
 
 
 def list_hallucinators() -> list[str]:
     """Names of the registered hallucinator architectures."""
-    return sorted(_REGISTRY)
+    return HALLUCINATORS.names()
 
 
 def create_hallucinators(
@@ -55,11 +55,7 @@ def create_hallucinators(
     ``basis_shape`` and ``image_shape`` are ``(channels, height, width)``; ``options`` are the
     architecture's own keyword arguments (stored in the file format's config).
     """
-    if architecture not in _REGISTRY:
-        raise ValueError(
-            f"unknown hallucinator architecture {architecture!r}; known: {', '.join(list_hallucinators())}"
-        )
-    return _REGISTRY[architecture](count, tuple(basis_shape), tuple(image_shape), device=device, **options)
+    return HALLUCINATORS[architecture](count, tuple(basis_shape), tuple(image_shape), device=device, **options)
 
 
 class HallucinatorBank(nn.Module):

@@ -29,14 +29,15 @@ from huggingface_hub.errors import (
 from huggingface_hub.utils import validate_repo_id
 
 from .io import CONFIG, FormatError
+from .registry import Registry
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 #: Short zoo names -> the project's Hub dataset repos. Each is made by ``recipes/<name>.yaml`` and
 #: bundled in ``ZOO_DIR`` (its card states the recipe, budget and measured accuracy).
-ZOO: dict[str, str] = {name: f"haba-datasets/{name}" for name in (
-    "cifar10-ipc1", "cifar10-ipc10", "cifar10-ipc50", "fashion_mnist-ipc1", "fashion_mnist-ipc10")}  # fmt: skip
+ZOO = Registry("zoo dataset", {name: f"haba-datasets/{name}" for name in (
+    "cifar10-ipc1", "cifar10-ipc10", "cifar10-ipc50", "fashion_mnist-ipc1", "fashion_mnist-ipc10")})  # fmt: skip
 #: Copies of zoo datasets shipped inside the package (``ZOO_DIR / name``): what a zoo name loads.
 ZOO_DIR = Path(__file__).parent / "zoo"
 REPO_TYPE = "dataset"

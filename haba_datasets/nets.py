@@ -23,9 +23,11 @@ from torch import Tensor, nn
 
 from .instance_norm import InstanceNorm
 from .pooling import AvgPool2x2
+from .registry import Registry
 
 NetFactory = Callable[..., nn.Module]
-_REGISTRY: dict[str, NetFactory] = {}
+#: Networks by name: classes or factories ``(channels, num_classes, image_size=32, **options)``.
+NETS = Registry("network")
 
 NORMS = ("instance", "batch", "layer", "none")
 POOLINGS = ("avg", "max", "none")
@@ -34,26 +36,17 @@ ACTIVATIONS = ("relu", "leakyrelu", "sigmoid")
 
 def register_net(name: str) -> Callable[[NetFactory], NetFactory]:
     """Decorator registering a network class or factory ``(channels, num_classes, image_size=32, **options)``."""
-
-    def register(factory: NetFactory) -> NetFactory:
-        if name in _REGISTRY:
-            raise ValueError(f"network {name!r} is already registered")
-        _REGISTRY[name] = factory
-        return factory
-
-    return register
+    return NETS.register(name)
 
 
 def list_nets() -> list[str]:
     """Names of the registered networks."""
-    return sorted(_REGISTRY)
+    return NETS.names()
 
 
 def create_net(name: str, channels: int, num_classes: int, image_size: int = 32, **options) -> nn.Module:
     """Build a freshly initialised registered network; unknown names and options raise ``ValueError``."""
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown network {name!r}; known networks: {', '.join(list_nets())}")
-    factory = _REGISTRY[name]
+    factory = NETS[name]
     try:
         inspect.signature(factory).bind(channels, num_classes, image_size, **options)
     except TypeError as e:

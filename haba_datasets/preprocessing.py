@@ -11,29 +11,35 @@ format stores; its parameters are JSON numbers (:meth:`Preprocessing.config`) or
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import Callable, ClassVar
 
 import torch
 from torch import nn
 
-_KINDS: dict[str, type["Preprocessing"]] = {}
+from .registry import Registry
+
+#: Preprocessing kinds by the name the file format stores.
+PREPROCESSINGS = Registry("preprocessing kind")
 
 
-def _register(cls: type["Preprocessing"]) -> type["Preprocessing"]:
-    _KINDS[cls.kind] = cls
-    return cls
+def register_preprocessing(kind: str) -> Callable[[type["Preprocessing"]], type["Preprocessing"]]:
+    """Class decorator registering a :class:`Preprocessing` subclass as ``kind`` (its ``kind``)."""
+
+    def decorator(cls: type[Preprocessing]) -> type[Preprocessing]:
+        cls.kind = kind
+        return PREPROCESSINGS.register(kind)(cls)
+
+    return decorator
 
 
 def list_preprocessings() -> list[str]:
     """Names of the known preprocessing kinds."""
-    return sorted(_KINDS)
+    return PREPROCESSINGS.names()
 
 
 def preprocessing_class(kind: str) -> type["Preprocessing"]:
     """The :class:`Preprocessing` subclass registered as ``kind``."""
-    if kind not in _KINDS:
-        raise ValueError(f"unknown preprocessing kind {kind!r}; known: {', '.join(list_preprocessings())}")
-    return _KINDS[kind]
+    return PREPROCESSINGS[kind]
 
 
 _F32 = torch.finfo(torch.float32)
@@ -91,11 +97,10 @@ class Preprocessing(nn.Module):
         return cls()
 
 
-@_register
+@register_preprocessing("identity")
 class Identity(Preprocessing):
     """Model space is pixel space."""
 
-    kind = "identity"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x
@@ -104,11 +109,10 @@ class Identity(Preprocessing):
         return z
 
 
-@_register
+@register_preprocessing("normalize")
 class Normalize(Preprocessing):
     """Per-channel ``(x - mean) / std``."""
 
-    kind = "normalize"
 
     def __init__(self, mean: list[float], std: list[float]) -> None:
         super().__init__()
@@ -145,7 +149,7 @@ class Normalize(Preprocessing):
         return cls(config["mean"], config["std"])
 
 
-@_register
+@register_preprocessing("zca")
 class ZCA(Preprocessing):
     """ZCA whitening of flattened images: ``W (x - mean)`` with ``W = U diag((S + eps)^-1/2) U^T``.
 
@@ -156,7 +160,6 @@ class ZCA(Preprocessing):
     the formula above when ``K = D``. Applying it takes O(D K) memory, never D x D when K is well below D.
     """
 
-    kind = "zca"
 
     def __init__(self, mean: torch.Tensor, eigenvalues: torch.Tensor, eigenvectors: torch.Tensor, eps: float) -> None:
         super().__init__()

@@ -7,6 +7,7 @@ from torch import nn
 from haba_datasets import nets
 from haba_datasets.instance_norm import InstanceNorm
 from haba_datasets.nets import AlexNet, ConvNet, ResNet18, VGG11, create_net, list_nets, register_net
+from haba_datasets.registry import Registry
 
 
 def conv(cin: int, cout: int, k: int, bias: bool = True) -> int:
@@ -127,7 +128,7 @@ def test_bad_options(name, image_size, options, message):
 
 
 def test_register_net(monkeypatch):
-    monkeypatch.setattr(nets, "_REGISTRY", dict(nets._REGISTRY))
+    monkeypatch.setattr(nets, "NETS", Registry("network", nets.NETS))
 
     @register_net("Tiny")
     def tiny(channels: int, num_classes: int, image_size: int = 32) -> nn.Module:
@@ -165,3 +166,21 @@ def test_training_is_bit_identical_with_torchs_own_layers(monkeypatch):
     theirs = train()
     assert ours[0] == theirs[0] and ours[0][-1] < ours[0][0]
     assert all(torch.equal(a, b) for a, b in zip(ours[1], theirs[1]))
+
+
+def test_every_registry_names_the_known_and_suggests_the_closest():
+    from haba_datasets.data import REAL_DATASETS
+    from haba_datasets.distill.recipe import OBJECTIVES
+    from haba_datasets.hallucinators import HALLUCINATORS
+    from haba_datasets.hub import ZOO
+    from haba_datasets.preprocessing import PREPROCESSINGS
+    from haba_datasets.registry import UnknownNameError
+
+    for registry, typo, close in [(nets.NETS, "ResNet-18", "ResNet18"), (HALLUCINATORS, "haba_conv", "haba-conv"),
+                                  (PREPROCESSINGS, "zcaa", "zca"), (OBJECTIVES, "dm_trained", "dm-trained"),
+                                  (REAL_DATASETS, "cifar-10", "cifar10"), (ZOO, "cifar10_ipc10", "cifar10-ipc10")]:  # fmt: skip
+        with pytest.raises(UnknownNameError, match=f"unknown {registry.kind} '{typo}'; did you mean '{close}'\\? \\(known: "):
+            registry[typo]
+        assert registry.get(typo) is None and registry.names() == sorted(registry)
+    with pytest.raises(UnknownNameError, match=r"unknown network 'xyz' \(known: AlexNet, "):
+        nets.NETS["xyz"]  # nothing close: no suggestion

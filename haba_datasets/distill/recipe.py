@@ -26,6 +26,7 @@ from ..data import RealData, load_real
 from ..evaluate import Protocol, as_dataset, evaluate, real_eval_sets
 from ..factorized import FactorizedDataset
 from ..hub import HubError
+from ..registry import Registry
 from .experts import Experts, train_experts
 from .loop import Schedule, distill
 from .objectives import DistributionMatching, Objective, TrainedDistributionMatching, TrajectoryMatching
@@ -57,11 +58,10 @@ def load_recipe(path: str | Path, *, profile: str | None = None, overrides: dict
     unknown, missing = set(recipe) - _KEYS - {"profile"}, _REQUIRED - set(recipe)
     if unknown or missing:
         raise ValueError(f"{path}: unknown keys {sorted(unknown)}, missing keys {sorted(missing)}")
-    kinds = {"parameterization": ("plain", "haba"), "objective": ("mtt", "dm", "dm-trained")}
-    for section, allowed in kinds.items():
+    for section, registry in (("parameterization", PARAMETERIZATIONS), ("objective", OBJECTIVES)):
         kind = recipe[section].get("kind") if isinstance(recipe[section], dict) else None
-        if kind not in allowed:
-            raise ValueError(f"{path}: {section}.kind must be one of {allowed}, got {kind!r}")
+        if kind not in registry:
+            raise ValueError(f"{path}: {section}.kind must be one of {registry.names()}, got {kind!r}")
     reference = recipe.get("reference", {})
     if not (isinstance(reference, dict) and all(isinstance(v, (int, float)) and 0 <= v <= 1 for v in reference.values())):
         raise ValueError(f"{path}: 'reference' maps method names to published test accuracies in [0, 1]")
@@ -100,17 +100,29 @@ def _call(what: str, factory, *args, **kwargs):
         raise ValueError(f"recipe section {what!r}: {err}") from None
 
 
-def build_synthetic(recipe: dict, real: RealData, init: torch.Tensor, labels: torch.Tensor, device) -> Parameterization:
-    """The recipe's parameterisation, initialised from real images ``init`` (model space).
+#: Parameterisation kinds of a recipe: kind -> builder (options, real data, init images, labels, device).
+PARAMETERIZATIONS = Registry("parameterization kind")
+#: Objective kinds of a recipe: kind -> builder (options, real data, DM's training images, experts, device).
+OBJECTIVES = Registry("objective kind")
 
-    ``parameterization.haba.basis_factor`` (default 1) stores bases at ``1 / factor`` of the image
-    size, initialised as the area-averaged ``init`` (multi-formation; needs ``haba-conv-up``).
-    """
+
+def build_synthetic(recipe: dict, real: RealData, init: torch.Tensor, labels: torch.Tensor, device) -> Parameterization:
+    """The recipe's parameterisation (``parameterization.kind``, options under ``parameterization.<kind>``),
+    initialised from real images ``init`` (model space)."""
     section = recipe["parameterization"]
-    kind = section["kind"]
-    options = dict(section.get(kind) or {})
-    if kind == "plain":
-        return _call("parameterization.plain", PlainImages, init.to(device), labels.to(device), **options)
+    options = dict(section.get(section["kind"]) or {})
+    return PARAMETERIZATIONS[section["kind"]](options, real, init.to(device), labels.to(device))
+
+
+@PARAMETERIZATIONS.register("plain")
+def _plain(options: dict, real: RealData, init: torch.Tensor, labels: torch.Tensor) -> PlainImages:
+    return _call("parameterization.plain", PlainImages, init, labels, **options)
+
+
+@PARAMETERIZATIONS.register("haba")
+def _haba(options: dict, real: RealData, init: torch.Tensor, labels: torch.Tensor) -> HaBa:
+    """``basis_factor`` (default 1) stores bases at ``1 / factor`` of the image size, initialised as
+    the area-averaged ``init`` (multi-formation; needs ``haba-conv-up``)."""
     options.pop("bases_per_class", None)
     factor = options.pop("basis_factor", 1)
     image_shape = tuple(init.shape[1:])
@@ -118,8 +130,8 @@ def build_synthetic(recipe: dict, real: RealData, init: torch.Tensor, labels: to
         raise ValueError(f"parameterization.haba.basis_factor must be a positive int dividing the image size "
                          f"{image_shape[1:]}, got {factor!r}")  # fmt: skip
     bases = F.interpolate(init, scale_factor=1 / factor, mode="area") if factor > 1 else init
-    return _call("parameterization.haba", HaBa, bases.to(device), labels.to(device), num_classes=len(real.classes),
-                 image_shape=image_shape, **options)  # fmt: skip
+    return _call("parameterization.haba", HaBa, bases, labels, num_classes=len(real.classes), image_shape=image_shape,
+                 **options)  # fmt: skip
 
 
 def items_per_class(recipe: dict) -> int:
@@ -131,12 +143,22 @@ def items_per_class(recipe: dict) -> int:
 def build_objective(recipe: dict, real: RealData, train: torch.Tensor | None, experts: Experts | None, device) -> Objective:
     """The recipe's objective (``objective.kind``, with the options under ``objective.<kind>``)."""
     kind = recipe["objective"]["kind"]
-    options = dict(recipe["objective"].get(kind) or {})
-    if kind == "mtt":
-        return _call("objective.mtt", TrajectoryMatching, experts, device=device, **options)
-    if kind == "dm-trained":
-        return _call("objective.dm-trained", TrainedDistributionMatching, train, real.train.labels, experts,
-                     num_classes=len(real.classes), device=device, **options)  # fmt: skip
+    return OBJECTIVES[kind](dict(recipe["objective"].get(kind) or {}), real, train, experts, device)
+
+
+@OBJECTIVES.register("mtt")
+def _mtt(options: dict, real: RealData, train, experts: Experts, device) -> TrajectoryMatching:
+    return _call("objective.mtt", TrajectoryMatching, experts, device=device, **options)
+
+
+@OBJECTIVES.register("dm-trained")
+def _dm_trained(options: dict, real: RealData, train: torch.Tensor, experts: Experts, device) -> TrainedDistributionMatching:
+    return _call("objective.dm-trained", TrainedDistributionMatching, train, real.train.labels, experts,
+                 num_classes=len(real.classes), device=device, **options)  # fmt: skip
+
+
+@OBJECTIVES.register("dm")
+def _dm(options: dict, real: RealData, train: torch.Tensor, experts, device) -> DistributionMatching:
     return _call("objective.dm", DistributionMatching, train, real.train.labels, num_classes=len(real.classes),
                  device=device, **options)  # fmt: skip
 
