@@ -16,16 +16,19 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
 from haba_datasets import DSA, FactorizedDataset, create_net
 from haba_datasets.allocator import keep_freed_memory
-from haba_datasets.evaluate import Protocol, accuracy, train_epoch
+from haba_datasets.evaluate import Protocol, train_epoch
 
-SPLITS = {"validation": 5000, "test": 10000}
+sys.path.insert(0, str(Path(__file__).parent))
+from evaluate_epoch import time_passes  # noqa: E402
 
 
 def cost(name: str, model: str, epochs: int) -> dict:
@@ -41,13 +44,8 @@ def cost(name: str, model: str, epochs: int) -> dict:
         start = time.perf_counter()
         train_epoch(net, loader, optimizer, "cpu", augment, draws)
         times.append(time.perf_counter() - start)
-    result = {"epoch": statistics.median(times[2:]), "items": len(train)}
-    for split, size in SPLITS.items():
-        images = TensorDataset(torch.randn(size, *shape), torch.randint(len(train.classes), (size,)))
-        start = time.perf_counter()
-        accuracy(net, DataLoader(images, batch_size=256), "cpu")
-        result[split] = time.perf_counter() - start
-    return result
+    passes = time_passes(net, shape, len(train.classes))
+    return {"epoch": statistics.median(times[2:]), "validation": passes["validation pass"], "test": passes["test pass"]}
 
 
 def main() -> None:

@@ -31,10 +31,10 @@ SPLITS = {"validation pass": 5000, "test pass": 10000}
 
 def one(setting: dict) -> dict:
     apply(setting["variant"])
-    from torch.utils.data import DataLoader, TensorDataset
+    from torch.utils.data import DataLoader
 
     from haba_datasets import DSA, FactorizedDataset, create_net
-    from haba_datasets.evaluate import Protocol, accuracy, train_epoch
+    from haba_datasets.evaluate import Protocol, train_epoch
 
     train = FactorizedDataset.from_pretrained(setting["name"], device="cpu", pairing="random")
     protocol = Protocol(lr=train.learned_lr or 0.01)
@@ -50,14 +50,23 @@ def one(setting: dict) -> dict:
         start = time.perf_counter()
         train_epoch(net, loader, optimizer, "cpu", augment, draws)
         times.append(time.perf_counter() - start)
-    result = {**setting, "training epoch": statistics.median(times[2:]), "items": len(train),
-              "threads": torch.get_num_threads()}  # fmt: skip
+    return {**setting, "training epoch": statistics.median(times[2:]), "items": len(train),
+            "threads": torch.get_num_threads(), **time_passes(net, shape, len(train.classes))}  # fmt: skip
+
+
+def time_passes(net, shape: tuple[int, ...], num_classes: int) -> dict[str, float]:
+    """Seconds of :func:`~haba_datasets.evaluate.accuracy` over random images of each split's size."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from haba_datasets.evaluate import accuracy
+
+    times = {}
     for split, size in SPLITS.items():
-        images = TensorDataset(torch.randn(size, *shape), torch.randint(len(train.classes), (size,)))
+        images = TensorDataset(torch.randn(size, *shape), torch.randint(num_classes, (size,)))
         start = time.perf_counter()
         accuracy(net, DataLoader(images, batch_size=256), "cpu")
-        result[split] = time.perf_counter() - start
-    return result
+        times[split] = time.perf_counter() - start
+    return times
 
 
 def main() -> None:

@@ -23,17 +23,9 @@ from .registry import Registry
 Shape = tuple[int, int, int]
 
 #: Hallucinator architectures by the name the file format stores.
-HALLUCINATORS = Registry("hallucinator architecture")
-
-
-def register_hallucinators(name: str) -> Callable[[type["HallucinatorBank"]], type["HallucinatorBank"]]:
-    """Class decorator registering a :class:`HallucinatorBank` subclass under ``name``."""
-
-    def decorator(cls: type[HallucinatorBank]) -> type[HallucinatorBank]:
-        cls.architecture = name
-        return HALLUCINATORS.register(name)(cls)
-
-    return decorator
+HALLUCINATORS = Registry("hallucinator architecture", name_attribute="architecture")
+#: Class decorator registering a :class:`HallucinatorBank` subclass under a name (its ``architecture``).
+register_hallucinators = HALLUCINATORS.register
 
 
 def list_hallucinators() -> list[str]:

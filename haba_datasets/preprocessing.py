@@ -11,7 +11,7 @@ format stores; its parameters are JSON numbers (:meth:`Preprocessing.config`) or
 from __future__ import annotations
 
 import math
-from typing import Callable, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -19,17 +19,9 @@ from torch import nn
 from .registry import Registry
 
 #: Preprocessing kinds by the name the file format stores.
-PREPROCESSINGS = Registry("preprocessing kind")
-
-
-def register_preprocessing(kind: str) -> Callable[[type["Preprocessing"]], type["Preprocessing"]]:
-    """Class decorator registering a :class:`Preprocessing` subclass as ``kind`` (its ``kind``)."""
-
-    def decorator(cls: type[Preprocessing]) -> type[Preprocessing]:
-        cls.kind = kind
-        return PREPROCESSINGS.register(kind)(cls)
-
-    return decorator
+PREPROCESSINGS = Registry("preprocessing kind", name_attribute="kind")
+#: Class decorator registering a :class:`Preprocessing` subclass under a name (its ``kind``).
+register_preprocessing = PREPROCESSINGS.register
 
 
 def list_preprocessings() -> list[str]:

@@ -27,9 +27,10 @@ class Registry(dict):
         NETS["ConvNett"]  # UnknownNameError: unknown network 'ConvNett'; did you mean 'ConvNet'? ...
     """
 
-    def __init__(self, kind: str, items: dict | None = None) -> None:
+    def __init__(self, kind: str, items: dict | None = None, *, name_attribute: str | None = None) -> None:
         super().__init__(items or {})
         self.kind = kind
+        self.name_attribute = name_attribute  # set to the name on each registered object (e.g. a class's ``kind``)
 
     def register(self, name: str) -> Callable[[T], T]:
         """Decorator adding an object under ``name`` (registering a name twice is an error)."""
@@ -37,6 +38,8 @@ class Registry(dict):
         def decorator(obj: T) -> T:
             if name in self:
                 raise ValueError(f"{self.kind} {name!r} is already registered")
+            if self.name_attribute is not None:
+                setattr(obj, self.name_attribute, name)
             self[name] = obj
             return obj
 

@@ -9,14 +9,14 @@ import torch
 from PIL import Image
 from torch.utils.data import TensorDataset
 
-from haba_datasets import FactorizedDataset, create_hallucinators, data
+from haba_datasets import FactorizedDataset, create_hallucinators
 from haba_datasets.cli import main
 from haba_datasets.cross_architecture import CrossArchitectureReport, NetworkResult, card_summary, choose_lr, random_real_baseline
-from haba_datasets.data import RealSpec, load_real
+from haba_datasets.data import load_real
 from haba_datasets.evaluate import Protocol, Report, RunResult, diverged, train_and_test
 from tests.conftest import make_dataset
-from tests.test_data import COLORS, tiny_real
-from tests.test_evaluate import _easy
+from tests.test_data import COLORS
+from tests.test_evaluate import _easy, colors  # noqa: F401 - a fixture
 
 PROTOCOL = Protocol(epochs=12, batch_size=16, curve_points=0, dsa=False)
 
@@ -83,14 +83,6 @@ def test_the_table_shows_each_network_the_transfer_mean_and_the_gain_over_the_ba
     assert (tmp_path / "out" / "ConvNet" / "report.json").is_file() and (tmp_path / "out" / "baseline" / "VGG11" / "curves.png").is_file()
     with Image.open(paths[2]) as chart:
         assert chart.width > 300
-
-
-@pytest.fixture
-def colors(tmp_path, monkeypatch):
-    monkeypatch.setenv("HABA_DATASETS_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setitem(data.REAL_DATASETS, "colors", RealSpec("nobody/colors", "picture", "kind"))
-    tiny_real(tmp_path / "colors", per_class=(40, 20), size=16)
-    return tmp_path
 
 
 def test_the_baseline_has_the_storage_of_the_dataset(colors):
