@@ -5,7 +5,7 @@ from .data import load_real
 from .factorized import FactorizedDataset, StorageReport
 from .hallucinators import HallucinatorBank, create_hallucinators, list_hallucinators, register_hallucinators
 from .hub import HubError
-from .io import FormatError
+from .fileformat import FormatError
 from .nets import create_net, list_nets, register_net
 from .preprocessing import ZCA, Identity, Normalize, Preprocessing
 

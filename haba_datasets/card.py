@@ -9,7 +9,7 @@ from huggingface_hub import DatasetCard, DatasetCardData
 
 from .data import REAL_DATASETS
 from .hub import ZOO
-from .io import PREVIEW
+from .fileformat import PREVIEW
 
 
 def dataset_card(config: dict, storage, repo_id: str | None = None, export: dict | None = None) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 from .allocator import keep_freed_memory
 from .cross_architecture import LR_GRID
 from .hub import HubError
-from .io import FormatError
+from .fileformat import FormatError
 from .preprocessing import list_preprocessings
 from .registry import UnknownNameError
 

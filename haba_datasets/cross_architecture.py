@@ -19,7 +19,7 @@ from torch.utils.data import Dataset, TensorDataset
 
 from .data import RealData
 from .evaluate import Protocol, Report, as_dataset, evaluate, train_and_test
-from .io import write_file
+from .fileformat import write_file
 from .preprocessing import Preprocessing
 
 #: Learning rates tried on the validation split for a network that has none of its own.

@@ -20,7 +20,7 @@ from safetensors.torch import save as safetensors_bytes
 from tqdm.auto import tqdm
 
 from .hub import HUB_CALL_ERRORS
-from .io import write_file
+from .fileformat import write_file
 from .registry import Registry
 from .preprocessing import ZCA, Identity, Normalize, Preprocessing
 

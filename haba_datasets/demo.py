@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from .evaluate import accuracy, train_epoch
 from .factorized import FactorizedDataset
 from .hallucinators import create_hallucinators
-from .io import FormatError
+from .fileformat import FormatError
 from .nets import ConvNet
 from .preprocessing import Normalize
 

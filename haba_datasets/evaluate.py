@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from .augment import DSA
 from .data import RealData, Split
-from .io import write_file
+from .fileformat import write_file
 from .nets import create_net
 from .preprocessing import Preprocessing
 

@@ -19,7 +19,7 @@ from torch.utils.data import TensorDataset
 from torchvision.datasets import VisionDataset
 from torchvision.transforms import v2
 
-from . import hub, io
+from . import fileformat, hub
 from .card import dataset_card
 from .hallucinators import HallucinatorBank
 from .preprocessing import Identity, Preprocessing
@@ -302,8 +302,8 @@ class FactorizedDataset(VisionDataset):
         if push_to_hub and repo_id is None:
             raise ValueError("push_to_hub=True needs repo_id='user/name'")
         config, files = self._format_files()
-        files[io.CARD] = dataset_card(config, self.storage).encode()
-        io.write_dataset(Path(folder), files)
+        files[fileformat.CARD] = dataset_card(config, self.storage).encode()
+        fileformat.write_dataset(Path(folder), files)
         if push_to_hub:
             self.push_to_hub(repo_id, **push_kwargs)
         return Path(folder)
@@ -330,14 +330,14 @@ class FactorizedDataset(VisionDataset):
         rows = self.to_hf_dataset()
         buffer = BytesIO()
         rows.to_parquet(buffer)
-        files[io.DATA_FILE] = buffer.getvalue()
+        files[fileformat.DATA_FILE] = buffer.getvalue()
         buffer = BytesIO()
         self.grid().save(buffer, format="PNG")
-        files[io.PREVIEW] = buffer.getvalue()
-        export = {"path": io.DATA_FILE, "num_examples": len(rows), "num_bytes": len(files[io.DATA_FILE])}
-        files[io.CARD] = dataset_card(config, self.storage, repo_id=repo_id, export=export).encode()
+        files[fileformat.PREVIEW] = buffer.getvalue()
+        export = {"path": fileformat.DATA_FILE, "num_examples": len(rows), "num_bytes": len(files[fileformat.DATA_FILE])}
+        files[fileformat.CARD] = dataset_card(config, self.storage, repo_id=repo_id, export=export).encode()
         return hub.push_files(
-            files, repo_id, owned=io.is_dataset_file, private=private, token=token, revision=revision,
+            files, repo_id, owned=fileformat.is_dataset_file, private=private, token=token, revision=revision,
             commit_message=commit_message, create_pr=create_pr,
         )  # fmt: skip
 
@@ -346,7 +346,7 @@ class FactorizedDataset(VisionDataset):
         factors = {"bases": self.bases, "labels": self.labels}
         factors.update({f"hallucinators.{k}": v for k, v in self.hallucinators.state_dict().items()})
         prep = self.preprocessing
-        tensor_files = {io.FACTORS: factors, io.PREPROCESSING: prep.tensors()}
+        tensor_files = {fileformat.FACTORS: factors, fileformat.PREPROCESSING: prep.tensors()}
         files = {}
         for name, tensors in tensor_files.items():
             tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
@@ -356,8 +356,8 @@ class FactorizedDataset(VisionDataset):
             if tensors:
                 files[name] = safetensors_bytes(tensors)
         config = {
-            "format": io.FORMAT_NAME,
-            "format_version": io.FORMAT_VERSION,
+            "format": fileformat.FORMAT_NAME,
+            "format_version": fileformat.FORMAT_VERSION,
             "image_shape": list(self.hallucinators.image_shape),
             "basis_shape": list(self.hallucinators.basis_shape),
             "num_bases": self.bases.shape[0],
@@ -370,9 +370,9 @@ class FactorizedDataset(VisionDataset):
             "preprocessing": prep.config(),
             "learned_lr": self.learned_lr,
             "provenance": self.provenance,
-            "files": {name: io.file_entry(data) for name, data in files.items()},
+            "files": {name: fileformat.file_entry(data) for name, data in files.items()},
         }
-        files[io.CONFIG] = io.encode_config(config)
+        files[fileformat.CONFIG] = fileformat.encode_config(config)
         return config, files
 
     @classmethod
@@ -401,7 +401,7 @@ class FactorizedDataset(VisionDataset):
         the factors are downloaded, the preprocessing tensors (ZCA) when first used.
 
         Everything is validated before tensors are built. A file that fails raises
-        :class:`~haba_datasets.io.FormatError` naming it (a Hub file is downloaded again once
+        :class:`~haba_datasets.fileformat.FormatError` naming it (a Hub file is downloaded again once
         first); a dataset that cannot be found or fetched raises
         :class:`~haba_datasets.hub.HubError` saying what was tried.
         """
@@ -411,25 +411,25 @@ class FactorizedDataset(VisionDataset):
         )  # fmt: skip
         if source.is_local:
             try:
-                io.recover(source.folder)
+                fileformat.recover(source.folder)
             except OSError as err:
-                raise io.FormatError(f"{source.folder}: an interrupted save could not be completed ({err})") from err
-        config = source.read(io.CONFIG, io.read_config)
-        tensors = source.read(io.FACTORS, lambda folder: io.read_factors(folder, config))
-        bank = io.hallucinators_for(config)
+                raise fileformat.FormatError(f"{source.folder}: an interrupted save could not be completed ({err})") from err
+        config = source.read(fileformat.CONFIG, fileformat.read_config)
+        tensors = source.read(fileformat.FACTORS, lambda folder: fileformat.read_factors(folder, config))
+        bank = fileformat.hallucinators_for(config)
         prefix = "hallucinators."
         bank.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}, assign=True)
-        has_file = io.PREPROCESSING in config["files"]
-        if has_file and source.is_local and not (source.folder / io.PREPROCESSING).is_file():
-            raise io.FormatError(f"{source.folder / io.PREPROCESSING}: missing")
+        has_file = fileformat.PREPROCESSING in config["files"]
+        if has_file and source.is_local and not (source.folder / fileformat.PREPROCESSING).is_file():
+            raise fileformat.FormatError(f"{source.folder / fileformat.PREPROCESSING}: missing")
         dataset = cls(
             tensors["bases"], tensors["labels"], bank, config["classes"],
             pairing=pairing, transform=transform, target_transform=target_transform, device=device,
             learned_lr=config["learned_lr"], provenance=config["provenance"],
         )  # fmt: skip
         dataset.root = str(source.folder)
-        read = functools.partial(io.read_preprocessing, config=config)
+        read = functools.partial(fileformat.read_preprocessing, config=config)
         dataset._load_preprocessing = (
-            functools.partial(source.read, io.PREPROCESSING, read) if has_file else functools.partial(read, source.folder)
+            functools.partial(source.read, fileformat.PREPROCESSING, read) if has_file else functools.partial(read, source.folder)
         )
         return dataset

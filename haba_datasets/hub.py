@@ -28,7 +28,7 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.utils import validate_repo_id
 
-from .io import CONFIG, FormatError
+from .fileformat import CONFIG, FormatError
 from .registry import Registry
 
 logger = logging.getLogger(__name__)

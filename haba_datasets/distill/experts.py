@@ -29,11 +29,11 @@ from safetensors.torch import save as safetensors_bytes
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .. import io
+from .. import fileformat
 from ..augment import DSA
 from ..data import RealData, load_real
 from ..evaluate import as_dataset, train_epoch
-from ..io import FormatError
+from ..fileformat import FormatError
 from ..nets import create_net, list_nets
 from ..preprocessing import Preprocessing, list_preprocessings, preprocessing_class
 
@@ -205,7 +205,7 @@ def _start_folder(out: Path, settings: dict, real: RealData, kind: str, eps: flo
         prep = real.fit_preprocessing(kind, eps=eps)
         if prep.tensors():
             tensors = {k: t.contiguous() for k, t in prep.tensors().items()}
-            io.write_file(out / io.PREPROCESSING, safetensors_bytes(tensors))
+            fileformat.write_file(out / fileformat.PREPROCESSING, safetensors_bytes(tensors))
         _write_index(out, {**settings, "preprocessing": prep.config(), "experts": []})
     _barrier(world)
     return _read_index(out)
@@ -246,12 +246,12 @@ def _train_expert(out: Path, i: int, config: dict, images: Tensor, labels: Tenso
         loss, accuracy = train_epoch(net, batches, optimizer, device, augment, generator)
         rows.append(flatten_parameters(net).cpu())
         if epoch < epochs:
-            io.write_file(partial, safetensors_bytes({"trajectory": torch.stack(rows)}))
+            fileformat.write_file(partial, safetensors_bytes({"trajectory": torch.stack(rows)}))
         bar.set_postfix(loss=f"{loss:.3f}", acc=f"{accuracy:.3f}", refresh=False)
         bar.update()
         done = f", last epoch: loss {loss:.4f}, training accuracy {accuracy:.1%}"
     bar.close()
-    io.write_file(out / expert_file(i), safetensors_bytes({"trajectory": torch.stack(rows)}))
+    fileformat.write_file(out / expert_file(i), safetensors_bytes({"trajectory": torch.stack(rows)}))
     partial.unlink(missing_ok=True)
     if progress:
         tqdm.write(f"{'' if rank is None else f'[rank {rank}] '}expert {i}: {epochs} epochs{done}")
@@ -264,12 +264,12 @@ def _finished(out: Path) -> list[int]:
 def _write_index(out: Path, index: dict) -> None:
     index = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, **index,
              "num_parameters": sum(math.prod(shape) for _, shape in index["parameters"])}  # fmt: skip
-    io.write_file(out / INDEX, (json.dumps({k: index[k] for k in _KEYS}, indent=2) + "\n").encode())
+    fileformat.write_file(out / INDEX, (json.dumps({k: index[k] for k in _KEYS}, indent=2) + "\n").encode())
 
 
 def _read_index(folder: Path) -> dict:
     """Read and validate ``folder/index.json``; raise :class:`FormatError` naming the problem."""
-    return io.read_json(folder, INDEX, _validate_index, what="an experts folder")
+    return fileformat.read_json(folder, INDEX, _validate_index, what="an experts folder")
 
 
 def _is_int(value, low: int | None = None) -> bool:
@@ -318,9 +318,9 @@ def _validate_index(index) -> None:
 
 
 def _read_checked(path: Path, specs: dict[str, tuple[int | None, ...]], rows: slice | None = None) -> dict[str, Tensor]:
-    """The float32 tensors ``specs`` names (shapes; None: any size) from ``path`` (see :func:`io.read_safetensors`;
+    """The float32 tensors ``specs`` names (shapes; None: any size) from ``path`` (see :func:`fileformat.read_safetensors`;
     ``rows=slice(0, 0)`` checks the header only)."""
-    return io.read_safetensors(path, {k: (shape, torch.float32) for k, shape in specs.items()}, rows=rows)
+    return fileformat.read_safetensors(path, {k: (shape, torch.float32) for k, shape in specs.items()}, rows=rows)
 
 
 def _read_preprocessing(folder: Path, config: dict) -> Preprocessing:
@@ -328,7 +328,7 @@ def _read_preprocessing(folder: Path, config: dict) -> Preprocessing:
     prep = config["preprocessing"]
     cls = preprocessing_class(prep["kind"])
     shapes = cls.tensor_shapes(prep, tuple(config["image_shape"]))
-    path = folder / (io.PREPROCESSING if shapes else INDEX)
+    path = folder / (fileformat.PREPROCESSING if shapes else INDEX)
     tensors = _read_checked(path, shapes) if shapes else {}
     try:
         return cls.from_config(prep, tensors)

@@ -23,7 +23,7 @@ from safetensors.torch import save as safetensors_bytes
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from .. import io
+from .. import fileformat
 from ..augment import DSA
 from ..evaluate import Protocol, train_and_test
 from ..factorized import FactorizedDataset
@@ -187,7 +187,7 @@ def _save_checkpoint(path: Path, modules: dict, optimizers: list, generator: tor
     tensors["generator"] = generator.get_state()
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
     metadata = {"state": json.dumps(state), "optimizers": json.dumps(optimizer_states)}
-    io.write_file(path, safetensors_bytes(tensors, metadata=metadata))
+    fileformat.write_file(path, safetensors_bytes(tensors, metadata=metadata))
 
 
 def _load_checkpoint(path: Path, modules: dict, optimizers: list, generator: torch.Generator, settings: dict) -> dict:

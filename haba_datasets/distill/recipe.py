@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from .. import io
+from .. import fileformat
 from ..data import RealData, load_real
 from ..evaluate import Protocol, as_dataset, evaluate, real_eval_sets
 from ..factorized import FactorizedDataset
@@ -227,7 +227,7 @@ def run_recipe(
     best.save_pretrained(out / "dataset")
     best.save_grid(out / "dataset-grid.png")
     logger.info("wrote %s (test accuracy %s)", out / "dataset", report)
-    io.write_file(out / "summary.json", (json.dumps(best.provenance, indent=2) + "\n").encode())
+    fileformat.write_file(out / "summary.json", (json.dumps(best.provenance, indent=2) + "\n").encode())
     if push:
         try:
             best.push_to_hub(push)

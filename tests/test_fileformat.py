@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save as st_bytes
 
-from haba_datasets import FactorizedDataset, FormatError, Identity, io
+from haba_datasets import FactorizedDataset, FormatError, Identity, fileformat
 from tests.conftest import make_dataset
 
 
@@ -23,7 +23,7 @@ def _replace_factors(folder, tensors):
     data = st_bytes(tensors)
     (folder / "factors.safetensors").write_bytes(data)
     config = _config(folder)
-    config["files"]["factors.safetensors"] = io.file_entry(data)
+    config["files"]["factors.safetensors"] = fileformat.file_entry(data)
     _write_config(folder, config)
 
 
@@ -139,7 +139,7 @@ def test_failed_save_leaves_the_old_folder(tmp_path, saved, monkeypatch):
         if len(calls) == 3:
             raise OSError("disk full")
 
-    monkeypatch.setattr(io.os, "fsync", failing_fsync)
+    monkeypatch.setattr(fileformat.os, "fsync", failing_fsync)
     with pytest.raises(OSError, match="disk full"):
         make_dataset(seed=9).save_pretrained(saved)
     assert _files(saved) == before
@@ -151,14 +151,14 @@ def test_an_interrupted_save_is_rolled_back_or_completed_by_the_next_load(saved,
     """A kill before the manifest leaves the old dataset; after it (here: once one file is in
     place), the next load finishes installing the new one. Either way nothing is left behind."""
     old, new = FactorizedDataset.from_pretrained(saved), make_dataset(seed=9)
-    real_replace, real_sync = io.os.replace, io._write_synced
+    real_replace, real_sync = fileformat.os.replace, fileformat._write_synced
 
     class Killed(BaseException):
         pass
 
     def kill_after_first_install(src, dst):
         real_replace(src, dst)
-        if io.STAGING in str(src) and io.STAGING not in str(dst):
+        if fileformat.STAGING in str(src) and fileformat.STAGING not in str(dst):
             raise Killed
 
     def kill_before_manifest(path, data):
@@ -166,16 +166,16 @@ def test_an_interrupted_save_is_rolled_back_or_completed_by_the_next_load(saved,
             raise Killed
         real_sync(path, data)
 
-    monkeypatch.setattr(io.os, "replace", kill_after_first_install)
-    monkeypatch.setattr(io, "_write_synced", kill_before_manifest if not committed else real_sync)
-    monkeypatch.setattr(io.shutil, "rmtree", lambda *a, **k: None)  # a kill runs no clean-up
+    monkeypatch.setattr(fileformat.os, "replace", kill_after_first_install)
+    monkeypatch.setattr(fileformat, "_write_synced", kill_before_manifest if not committed else real_sync)
+    monkeypatch.setattr(fileformat.shutil, "rmtree", lambda *a, **k: None)  # a kill runs no clean-up
     with pytest.raises(Killed):
         new.save_pretrained(saved)
-    assert (saved / io.STAGING).is_dir()
+    assert (saved / fileformat.STAGING).is_dir()
     monkeypatch.undo()
     loaded = FactorizedDataset.from_pretrained(saved)
     assert torch.equal(loaded.bases, (new if committed else old).bases)
-    assert not (saved / io.STAGING).exists()
+    assert not (saved / fileformat.STAGING).exists()
     loaded.preprocessing
 
 
@@ -192,7 +192,7 @@ def test_save_refuses_to_replace_files_of_an_unrelated_folder(tmp_path, dataset)
 
 
 def test_what_cannot_be_loaded_cannot_be_saved(tmp_path, dataset):
-    dataset.provenance["log"] = "x" * io.MAX_CONFIG_BYTES
+    dataset.provenance["log"] = "x" * fileformat.MAX_CONFIG_BYTES
     with pytest.raises(ValueError, match="config.json would be .* bytes, more than the 1,048,576 a reader accepts"):
         dataset.save_pretrained(tmp_path / "big")
     dataset.provenance["log"] = float("nan")  # the reader refuses NaN in JSON
@@ -250,7 +250,7 @@ def _zca_rank_above_dimension(folder):
     data = st_bytes(tensors)
     (folder / "preprocessing.safetensors").write_bytes(data)
     config = _config(folder)
-    config["files"]["preprocessing.safetensors"] = io.file_entry(data)
+    config["files"]["preprocessing.safetensors"] = fileformat.file_entry(data)
     _write_config(folder, config)
 
 
@@ -258,7 +258,7 @@ def _pickle_instead(folder):
     data = pickle.dumps({"bases": [1, 2, 3]})
     (folder / "factors.safetensors").write_bytes(data)
     config = _config(folder)
-    config["files"]["factors.safetensors"] = io.file_entry(data)
+    config["files"]["factors.safetensors"] = fileformat.file_entry(data)
     _write_config(folder, config)
 
 
@@ -266,7 +266,7 @@ def _bad_header(folder):
     data = (10**6).to_bytes(8, "little") + b"{}"
     (folder / "factors.safetensors").write_bytes(data)
     config = _config(folder)
-    config["files"]["factors.safetensors"] = io.file_entry(data)
+    config["files"]["factors.safetensors"] = fileformat.file_entry(data)
     _write_config(folder, config)
 
 
@@ -283,7 +283,7 @@ def _padded(folder):
 BAD_FOLDERS = {
     "missing config": (lambda f: (f / "config.json").unlink(), r"config.json: missing"),
     "config not json": (lambda f: (f / "config.json").write_text("{oops"), r"config.json: not valid JSON"),
-    "config too big": (lambda f: (f / "config.json").write_text(" " * (io.MAX_CONFIG_BYTES + 1)), r"config.json: .* more than"),
+    "config too big": (lambda f: (f / "config.json").write_text(" " * (fileformat.MAX_CONFIG_BYTES + 1)), r"config.json: .* more than"),
     "missing factors": (lambda f: (f / "factors.safetensors").unlink(), r"factors.safetensors: missing"),
     "missing preprocessing": (lambda f: (f / "preprocessing.safetensors").unlink(), r"preprocessing.safetensors: missing"),
     "truncated factors": (_truncate("factors.safetensors"), r"factors.safetensors: \d+ bytes but config.json records"),
@@ -332,7 +332,7 @@ def test_bad_folders_raise_format_error_naming_the_file(saved, case):
 
 def test_file_contents_are_hashed_only_after_the_header_matches(saved, monkeypatch):
     _padded(saved)
-    monkeypatch.setattr(io, "_sha256", lambda path: pytest.fail(f"hashed {path}"))
+    monkeypatch.setattr(fileformat, "_sha256", lambda path: pytest.fail(f"hashed {path}"))
     with pytest.raises(FormatError, match="not a valid safetensors file"):
         FactorizedDataset.from_pretrained(saved)
 
