@@ -347,3 +347,29 @@ def test_loading_never_unpickles(saved, monkeypatch):
     dataset = FactorizedDataset.from_pretrained(saved)
     dataset.preprocessing
     assert len(dataset) == 18
+
+
+def test_docs_format_md_describes_the_format_the_code_reads_and_writes(saved):
+    """docs/format.md is held to the code: the config keys, the tensor files, the owned files,
+    the registered kinds and the limits."""
+    import re
+    from pathlib import Path
+
+    from haba_datasets import list_hallucinators
+    from haba_datasets.preprocessing import list_preprocessings
+
+    doc = (Path(__file__).parent.parent / "docs" / "format.md").read_text()
+    config_table = doc.split("## config.json", 1)[1].split("\n## ", 1)[0]
+    assert set(re.findall(r"^\| `(\w+)` \|", config_table, re.M)) == fileformat._CONFIG_KEYS == set(_config(saved))
+    assert f'`"{fileformat.FORMAT_NAME}"`' in config_table and f"| `{fileformat.FORMAT_VERSION}` |" in config_table
+    for name in (*fileformat.OWNED, fileformat.STAGING, fileformat.PREVIEW, fileformat.DATA_FILE):
+        assert f"`{name}" in doc or f"{name} " in doc, name
+    for kind in list_preprocessings():
+        assert f'"kind": "{kind}"' in config_table, kind
+    for architecture in list_hallucinators():
+        assert f"`{architecture}`" in doc, architecture
+    limits = doc.split("sizes exceed the limits (", 1)[1].split(")", 1)[0]
+    assert limits.startswith(f"{fileformat.MAX_CHANNELS} channels, {fileformat.MAX_SIDE} pixels a side, "
+                             f"{fileformat.MAX_BASES // 10**6} M bases, {fileformat.MAX_HALLUCINATORS} hallucinators")  # fmt: skip
+    assert f"2^{fileformat.MAX_VALUES_PER_FILE.bit_length() - 1} values per tensor file" in limits
+    assert f"larger\n  than {fileformat.MAX_CONFIG_BYTES >> 20} MiB" in doc
