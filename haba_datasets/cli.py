@@ -96,6 +96,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", help="default: cuda when available (under torchrun: cuda:LOCAL_RANK)")
     p.add_argument("-o", "--output", type=Path, help="experts folder (default: experts/<dataset>)")
+    p = sub.add_parser("import", help="make a factorized dataset from another code's files (.pt or .safetensors)")
+    p.add_argument("files", type=Path, nargs="+", help="haba-reference: IMAGES WEIGHTS; mtt: IMAGES LABELS [LR]; "
+                                                       "tensors: IMAGES [LABELS]")  # fmt: skip
+    p.add_argument("--from", dest="layout", required=True, choices=["haba-reference", "mtt", "tensors"])
+    p.add_argument("--dataset", required=True, help="the real dataset the data was distilled from (e.g. cifar10)")
+    p.add_argument("--zca", action="store_true", help="the images are ZCA-whitened (fitted on the training split)")
+    p.add_argument("--preprocessing", choices=list_preprocessings(), help="the images' space (default: zca with --zca, "
+                                                                           "else identity: pixels in [0, 1])")  # fmt: skip
+    p.add_argument("--lr", type=float, help="the learned learning rate, if the files do not hold it")
+    p.add_argument("--data-root", type=Path, help="local copies of real datasets (default: $HABA_DATA_ROOT)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="folder to save the dataset to")
+    p = sub.add_parser("export", help="write a dataset's images as tensors or as an ImageFolder of PNGs")
+    p.add_argument("name", help="a factorized dataset (folder, Hub repo id or zoo name)")
+    p.add_argument("--to", required=True, choices=["tensors", "image-folder"])
+    p.add_argument("-o", "--output", type=Path, required=True)
     p = sub.add_parser("demo", help="tour on a toy task: build, save, load, train, draw, reject a corrupted copy")
     p.add_argument("-o", "--output", type=Path, default=Path("demo-output"))
     p.add_argument("--epochs", type=int, default=30)
@@ -140,6 +155,22 @@ def _run(args: argparse.Namespace) -> int:
         return _distill(args)
     elif args.command == "experts":
         return _experts(args)
+    elif args.command in ("import", "export"):
+        from .interop import export_dataset, import_dataset
+
+        try:
+            if args.command == "import":
+                prep = args.preprocessing or ("zca" if args.zca else "identity")
+                if args.zca and prep != "zca":
+                    raise ValueError(f"--zca contradicts --preprocessing {prep}")
+                dataset = import_dataset(args.layout, args.files, dataset=args.dataset, preprocessing=prep, lr=args.lr,
+                                         data_root=args.data_root)  # fmt: skip
+                print(f"{dataset}\nwrote {dataset.save_pretrained(args.output)}")
+            else:
+                paths = export_dataset(FactorizedDataset.from_pretrained(args.name, device="cpu"), args.to, args.output)
+                print(f"wrote {len(paths)} files under {args.output}")
+        except ValueError as err:  # what the import says of the files
+            raise UsageError(err) from None
     elif args.command == "demo":
         from .demo import run_demo
 
