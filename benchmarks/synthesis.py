@@ -28,13 +28,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _report import write_section  # noqa: E402
 
 
-def cifar_like(ipc: int) -> FactorizedDataset:
-    """CIFAR-10 shapes: ``10 * ipc`` bases of 3x32x32, 5 reference hallucinators, on the CPU."""
+def cifar_like(ipc: int, device: str = "cpu") -> FactorizedDataset:
+    """CIFAR-10 shapes: ``10 * ipc`` bases of 3x32x32, 5 reference hallucinators, on ``device``."""
     bank = create_hallucinators("haba-conv", 5, (3, 32, 32), (3, 32, 32))
     with torch.no_grad():
         bank.scale.normal_(1, 0.1)
         bank.shift.normal_(0, 0.1)
-    return FactorizedDataset(torch.randn(10 * ipc, 3, 32, 32), torch.arange(10 * ipc) % 10, bank, [str(i) for i in range(10)], device="cpu")
+    return FactorizedDataset(torch.randn(10 * ipc, 3, 32, 32), torch.arange(10 * ipc) % 10, bank, [str(i) for i in range(10)], device=device)
 
 
 def per_item_batch(dataset: FactorizedDataset, modules: list[torch.nn.Module], labels: list[int], indices: list[int]):
@@ -47,12 +47,18 @@ def per_item_batch(dataset: FactorizedDataset, modules: list[torch.nn.Module], l
     return default_collate(items)
 
 
-def images_per_second(fn, batches: list[list[int]], min_seconds: float = 2.0) -> float:
+def _sync(device: str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def images_per_second(fn, batches: list[list[int]], min_seconds: float = 2.0, device: str = "cpu") -> float:
     count, start = 0, time.perf_counter()
     while time.perf_counter() - start < min_seconds:
         for batch in batches:
             fn(batch)
             count += len(batch)
+    _sync(device)
     return count / (time.perf_counter() - start)
 
 
@@ -61,10 +67,13 @@ def main() -> None:
     parser.add_argument("--ipc", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=7, help="epochs per training measurement")
+    parser.add_argument("--seconds", type=float, default=2.0, help="minimum time per synthesis measurement")
+    parser.add_argument("--device", default="cpu", help="where the dataset synthesises and the ConvNet trains")
     parser.add_argument("--write", type=Path, help="also write the table to this markdown file")
     args = parser.parse_args()
     torch.manual_seed(0)
-    dataset = cifar_like(args.ipc)
+    device = args.device
+    dataset = cifar_like(args.ipc, device)
     modules = [dataset.hallucinators.module(k) for k in range(dataset.hallucinators.count)]
     labels = dataset.labels.tolist()
     batches = [b.tolist() for b in torch.randperm(len(dataset)).split(args.batch_size)]
@@ -79,7 +88,7 @@ def main() -> None:
     with torch.no_grad():
         for _ in range(3):
             for name, fn in paths.items():
-                rates[name].append(images_per_second(fn, batches))
+                rates[name].append(images_per_second(fn, batches, args.seconds, device))
     fast, slow, ceiling = (max(rates[name]) for name in paths)
 
     # (b) one training epoch, DataLoader on FactorizedDataset vs on its materialised TensorDataset
@@ -88,21 +97,23 @@ def main() -> None:
         "factorized": DataLoader(dataset, batch_size=args.batch_size, shuffle=True),
         "materialised": DataLoader(materialised, batch_size=args.batch_size, shuffle=True),
     }
-    model = ConvNet(3, 10)
+    model = ConvNet(3, 10).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     seconds = {name: [] for name in loaders}
-    train_epoch(model, loaders["materialised"], optimizer, "cpu")  # warm-up
+    train_epoch(model, loaders["materialised"], optimizer, device)  # warm-up
     for _ in range(args.repeats):
         for name, loader in loaders.items():
             start = time.perf_counter()
-            train_epoch(model, loader, optimizer, "cpu")
+            train_epoch(model, loader, optimizer, device)
+            _sync(device)
             seconds[name].append(time.perf_counter() - start)
     epoch = {name: min(s) for name, s in seconds.items()}
     overhead = epoch["factorized"] / epoch["materialised"] - 1
 
     machine = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, Python {platform.python_version()}"
     rows = [
-        f"Measured by `python benchmarks/synthesis.py --ipc {args.ipc} --batch-size {args.batch_size} --repeats {args.repeats}` "
+        f"Measured by `python benchmarks/synthesis.py --ipc {args.ipc} --batch-size {args.batch_size} --repeats {args.repeats}"
+        f"{'' if args.seconds == 2.0 else f' --seconds {args.seconds}'}{'' if device == 'cpu' else f' --device {device}'}` "
         f"on {machine} ({_cpu_name()}); CIFAR-10 shapes, IPC {args.ipc}: {len(dataset)} images from "
         f"{dataset.bases.shape[0]} bases x 5 hallucinators.",
         "",
