@@ -34,7 +34,7 @@ print('torch', torch.__version__, 'CUDA', torch.version.cuda, 'available', torch
 if torch.cuda.is_available():
     print(torch.cuda.get_device_name(0), round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1), 'GiB')
 "
-step tests 240 tests.txt python -m pytest -q -p no:cacheprovider tests/test_device.py tests/test_augment.py -k "cuda or device"
+step tests 240 tests.txt python -m pytest -q -p no:cacheprovider -m "not slow" tests/test_device.py tests/test_augment.py -k "cuda or device"
 if [[ $QUICK == 1 ]]; then
     step synthesis 120 synthesis.md python benchmarks/synthesis.py --device "$device" --ipc 1 --repeats 1 --seconds 0.2
     step distill_step 120 distill_step.md python benchmarks/distill_step.py --device "$device" --cases cpu --ipc 1 \
