@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root="${1:-../shared/data}"
 export HABA_DATA_ROOT="$root"
-cifar=runs/experts/cifar10-ipc10-cpu fmnist=runs/experts/fashion_mnist-cpu
+cifar=runs/experts/cifar10-ipc10-cpu fmnist=runs/experts/fashion_mnist-cpu w64=runs/experts/cifar10-w64
 distill() {  # run folder, recipe name, profile, experts folder
     [[ -f $1/summary.json ]] || haba-datasets distill recipes/$2.yaml --profile "$3" --experts-dir "$4" -o "$1" --resume
 }
@@ -26,7 +26,7 @@ publish() {  # name, run folder, runs, epochs
     python recipes/zoo.py record "$name" "$out/report.json"
     keep "$run" "$out/run"
 }
-distill runs/c10-ipc10-mtt-haba cifar10-ipc10 zoo $cifar
+distill runs/zoo/cifar10-ipc10 cifar10-ipc10 zoo $w64  # experts and student of width 64
 distill runs/zoo/cifar10-ipc1 cifar10-ipc1 zoo $cifar
 # IPC 50: two candidates, plain images on DM (`zoo`) and HaBa on MTT (`zoo-haba-mtt`); the zoo keeps the one
 # with the higher validation accuracy in its final evaluation (1 x 300 epochs; see recipes/README.md)
@@ -35,7 +35,7 @@ distill runs/zoo/cifar10-ipc50 cifar10-ipc50 zoo-haba-mtt $cifar
 ipc50=$(python recipes/zoo.py choose runs/zoo/cifar10-ipc50 runs/zoo/cifar10-ipc50-dm-plain)
 distill runs/zoo/fashion_mnist-ipc10 fashion_mnist-ipc10 zoo $fmnist
 distill runs/zoo/fashion_mnist-ipc1 fashion_mnist-ipc1 zoo $fmnist
-publish cifar10-ipc10 runs/c10-ipc10-mtt-haba 3 500
+publish cifar10-ipc10 runs/zoo/cifar10-ipc10 3 500
 publish cifar10-ipc1 runs/zoo/cifar10-ipc1 3 500
 publish fashion_mnist-ipc10 runs/zoo/fashion_mnist-ipc10 3 500
 publish fashion_mnist-ipc1 runs/zoo/fashion_mnist-ipc1 3 500

@@ -48,7 +48,10 @@ KINDS = {"haba": "HaBa", "plain": "plain images", "mtt": "MTT", "dm": "DM"}
 
 
 def made_by(recipe: dict) -> str:
-    return f"{KINDS[recipe['parameterization']['kind']]} on {KINDS[recipe['objective']['kind']]} (`{recipe['profile']}`)"
+    """Method and profile; for MTT also the experts' (and student's) width, the factor that moved the zoo."""
+    width = (recipe.get("experts") or {}).get("net_options", {}).get("width") if recipe["objective"]["kind"] == "mtt" else None
+    extra = f", width {width}" if width else ""
+    return f"{KINDS[recipe['parameterization']['kind']]} on {KINDS[recipe['objective']['kind']]} (`{recipe['profile']}`{extra})"
 
 
 def short() -> None:
