@@ -124,7 +124,9 @@ def export_dataset(dataset: FactorizedDataset, to: str, out: str | Path) -> list
 
 @LAYOUTS.register("haba-reference")
 def _haba_reference(files: list[Path], num_classes: int):
-    images, weights = _expect(files, 2, "haba-reference", "IMAGES WEIGHTS (images_best.pt weights_best.pt)")
+    if len(files) != 2:
+        raise ValueError(f"haba-reference takes IMAGES WEIGHTS (images_best.pt weights_best.pt), got {len(files)} files")
+    images, weights = files
     bases = _images(images, _load(images), 4)
     state = _load(weights)
     if not (isinstance(state, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())):
@@ -228,12 +230,6 @@ def _class_major(n: int, num_classes: int) -> torch.Tensor:
     if n % num_classes:
         raise ValueError(f"{n} images are not the same number per class for {num_classes} classes (labels implied)")
     return torch.arange(num_classes).repeat_interleave(n // num_classes)
-
-
-def _expect(files: list[Path], count: int, layout: str, usage: str) -> list[Path]:
-    if len(files) != count:
-        raise ValueError(f"{layout} takes {usage}, got {len(files)} files")
-    return files
 
 
 def _finite(path: Path, *tensors: torch.Tensor) -> None:

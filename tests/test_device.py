@@ -13,7 +13,7 @@ from haba_datasets.augment import DSA
 from haba_datasets.distill.experts import Experts, train_experts
 from haba_datasets.distill.loop import distill_step
 from tests.conftest import make_dataset
-from tests.test_distill import TINY_NET, make_objective, make_synthetic
+from tests.test_distill import TINY_NET, experts, make_objective, make_synthetic  # noqa: F401 - experts: a fixture
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))]
 
@@ -33,14 +33,6 @@ def test_factorized_dataset_serves_items_batches_and_loaders_on_the_device(devic
     torch.testing.assert_close(everything.cpu(), reference.materialize().tensors[0], rtol=1e-4, atol=1e-4)
     loaded = FactorizedDataset.from_pretrained(dataset.save_pretrained(tmp_path / "d"), device="cpu")
     assert torch.equal(loaded.bases, dataset.bases.cpu())  # saved from the device: the same bytes
-
-
-@pytest.fixture(scope="module")
-def experts(tmp_path_factory, real_folder):
-    folder = tmp_path_factory.mktemp("experts")
-    train_experts(folder, dataset=real_folder, experts=1, epochs=3, net_options=TINY_NET, preprocessing="normalize",
-                  batch_size=16, progress=False)  # fmt: skip
-    return Experts.open(folder)
 
 
 @pytest.mark.parametrize("device", DEVICES)
