@@ -28,6 +28,8 @@ declare -A runs=(
     [steps-40]="cifar10-ipc10 cifar10-ipc10-cpu objective.mtt.syn_steps=40"
     [start-2]="cifar10-ipc10 cifar10-ipc10-cpu objective.mtt.max_start_epoch=2"
     [width-64]="cifar10-ipc10 cifar10-w64 experts.net_options.width=64"  # experts and student (the adversary: 32)
+    # width-64 continued from its iteration-300 checkpoint to 600 iterations (the curve still rose at 300)
+    [width-64-600]="cifar10-ipc10 cifar10-w64 experts.net_options.width=64 schedule.iterations=600"
     [experts-16]="cifar10-ipc10 cifar10-e16 experts.count=16"
     # experts trained 16 epochs instead of 6, start epochs 0-11 instead of 0-3 (the targets reach epoch 13 of 16)
     [long-experts]="cifar10-ipc10 cifar10-e4x16 experts.epochs=16 objective.mtt.max_start_epoch=12"
@@ -41,7 +43,9 @@ declare -A runs=(
                       $haba.bases_per_class=3"
     [ipc1-steps-50]="cifar10-ipc1 cifar10-ipc10-cpu experts.epochs=6 objective.mtt.syn_steps=50"  # the paper's
 )
-order=(mf2 long-experts long-experts-lr mf2-basis width-64 lr-bases-1000 ipc1-plain ipc1-mf2-basis ipc1-steps-50 steps-40 start-2 experts-16 mf2-all)
+# a run that continues another: its folder starts as a copy of that run's (checkpoint, log, best/, grids/)
+declare -A continues=([width-64-600]=width-64)
+order=(mf2 long-experts long-experts-lr mf2-basis width-64 width-64-600 lr-bases-1000 ipc1-plain ipc1-mf2-basis ipc1-steps-50 steps-40 start-2 experts-16 mf2-all)
 train_experts() {  # experts folder, count, width, epochs: trained first and timed (recipes/results/study/experts/<folder>.json)
     local folder=$1 count=$2 width=$3 epochs=$4 start=$SECONDS finished
     finished=$(python -c "import sys; from haba_datasets.distill.experts import Experts; print(len(Experts.open(sys.argv[1]).ids))" \
@@ -70,6 +74,11 @@ for name in "${@:-${order[@]}}"; do
     [[ $sets == *experts.count=16* ]] && count=16
     [[ $sets == *width=64* ]] && width=64
     [[ $sets == *experts.epochs=16* ]] && epochs=16
+    if [[ -v "continues[$name]" && ! -d $run ]]; then
+        from=runs/study/${continues[$name]}
+        [[ -f $from/checkpoint.safetensors ]] || { echo "$name continues ${continues[$name]}: run that first" >&2; exit 2; }
+        mkdir -p "$run.partial" && cp -r $from/{checkpoint.safetensors,log.jsonl,best,grids} "$run.partial/" && mv "$run.partial" "$run"
+    fi
     [[ -f $run/summary.json ]] || { train_experts "$folder" $count $width $epochs; haba-datasets distill "recipes/$recipe.yaml" \
         --profile cpu --set evaluation.runs=1 "${args[@]}" --experts-dir "runs/experts/$folder" -o "$run" --resume; }
     mkdir -p "$results/$name/evaluation"

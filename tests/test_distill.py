@@ -311,6 +311,23 @@ def test_a_run_killed_at_random_points_resumes_bit_identically(tmp_path, experts
     assert_same_run(tmp_path / "killed", tmp_path / "straight")
 
 
+@pytest.mark.slow
+def test_a_finished_run_continues_to_more_iterations(tmp_path):
+    """Resuming with a larger ``schedule.iterations`` trains exactly as a run planned that long;
+    only the measurement at the former last iteration is extra. Fewer than done is refused."""
+    run_loop(tmp_path / "straight", 6)
+    run_loop(tmp_path / "longer", 4)
+    with pytest.raises(ValueError, match="already at iteration 4"):
+        run_loop(tmp_path / "longer", 3, resume=True)
+    run_loop(tmp_path / "longer", 6, resume=True)
+    a, b = ([json.loads(x) for x in (tmp_path / run / "log.jsonl").read_text().splitlines()] for run in ("straight", "longer"))
+    assert "val_accuracy" in b[4] and "val_accuracy" not in a[4]
+    b[4].pop("val_accuracy")
+    assert a == b
+    run_loop(tmp_path / "longer", 6, resume=True)  # the checkpoint now records 6 iterations: nothing left to do
+    assert len((tmp_path / "longer" / "log.jsonl").read_text().splitlines()) == 7
+
+
 def test_resume_refuses_other_settings(tmp_path):
     run_loop(tmp_path / "run", 2)
     synthetic, objective = make_synthetic("plain"), make_objective("dm")

@@ -84,7 +84,9 @@ def distill(
     All randomness comes from one generator seeded with ``schedule.seed`` and saved in the
     checkpoint, so ``resume=True`` continues exactly where the last checkpoint stopped and gives
     the same result as an uninterrupted run. ``settings`` (JSON) is stored in the checkpoint and
-    must match on resume.
+    must match on resume, except ``schedule.iterations``: a finished or interrupted run may be
+    continued to more iterations (its training then equals a run planned that long from the start;
+    only the extra measurement at the former last iteration differs).
     """
     out = Path(out_dir)
     settings = json.loads(json.dumps({"schedule": asdict(schedule), **(settings or {})}))
@@ -195,10 +197,15 @@ def _load_checkpoint(path: Path, modules: dict, optimizers: list, generator: tor
         metadata = f.metadata() or {}
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     state = json.loads(metadata["state"])
-    if state["settings"] != settings:
-        changed = sorted(k for k in {*settings, *state["settings"]} if settings.get(k) != state["settings"].get(k))
+    if _without_length(state["settings"]) != _without_length(settings):
+        old, new = _without_length(state["settings"]), _without_length(settings)
+        changed = sorted(k for k in {*new, *old} if new.get(k) != old.get(k))
         raise ValueError(f"{path}: the run was started with different settings ({', '.join(changed)}); "
                          "use another output folder or the original settings")  # fmt: skip
+    if settings["schedule"]["iterations"] < state["iteration"]:
+        raise ValueError(f"{path}: the run is already at iteration {state['iteration']}; to continue it, ask for "
+                         f"at least that many iterations, not {settings['schedule']['iterations']}")  # fmt: skip
+    state["settings"] = settings  # a longer run than first planned continues as if planned so from the start
     for name, module in modules.items():
         prefix = f"{name}."
         module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
@@ -206,6 +213,11 @@ def _load_checkpoint(path: Path, modules: dict, optimizers: list, generator: tor
         optimizer.load_state_dict(_join(saved, tensors))
     generator.set_state(tensors["generator"])
     return state
+
+
+def _without_length(settings: dict) -> dict:
+    """The settings a resumed run must share with its checkpoint: all but ``schedule.iterations``."""
+    return {**settings, "schedule": {k: v for k, v in settings["schedule"].items() if k != "iterations"}}
 
 
 def _split(obj, key: str, tensors: dict) -> dict:
