@@ -15,7 +15,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, TypeVar
 
-from huggingface_hub import CommitInfo, CommitOperationAdd, CommitOperationDelete, HfApi, constants, hf_hub_download
+from huggingface_hub import (
+    CommitInfo,
+    CommitOperationAdd,
+    CommitOperationDelete,
+    HfApi,
+    constants,
+    get_hf_file_metadata,
+    hf_hub_download,
+    hf_hub_url,
+    try_to_load_from_cache,
+)
 from huggingface_hub.errors import (
     EntryNotFoundError,
     GatedRepoError,
@@ -43,18 +53,20 @@ ZOO_DIR = Path(__file__).parent / "zoo"
 REPO_TYPE = "dataset"
 
 
-def _transport_errors() -> tuple[type[Exception], ...]:
-    """Connection-level errors of the HTTP client under huggingface_hub (httpx2 in 2.x, httpx in 1.x)."""
+def _transport_errors(kind: str) -> tuple[type[Exception], ...]:
+    """An error class of the HTTP client under huggingface_hub (httpx2 in 2.x, httpx in 1.x)."""
     found = []
     for name in ("httpx2", "httpx"):
         try:
-            found.append(importlib.import_module(name).TransportError)
+            found.append(getattr(importlib.import_module(name), kind))
         except (ImportError, AttributeError):
             pass
     return tuple(found)
 
 
-_TRANSPORT_ERRORS = _transport_errors()
+_TRANSPORT_ERRORS = _transport_errors("TransportError")
+#: No connection at all (refused, or the host name does not resolve): retrying will not help.
+_CONNECT_ERRORS = _transport_errors("ConnectError")
 #: What a Hub call may raise besides programming errors: HTTP answers, validation, transport
 #: (connection refused, dropped, timed out), file-system errors of the cache; LFS upload failures
 #: come wrapped as RuntimeError.
@@ -132,6 +144,8 @@ def resolve(
     kwargs = {"repo_id": repo_id, "repo_type": REPO_TYPE, "cache_dir": cache_dir, "token": token,
               "local_files_only": local_files_only}  # fmt: skip
     try:
+        if not (local_files_only or constants.HF_HUB_OFFLINE or force_download):
+            _fail_fast_without_connection(repo_id, revision, cache_dir, token)
         config = Path(hf_hub_download(filename="config.json", revision=revision, force_download=force_download, **kwargs))
     except HUB_CALL_ERRORS as err:
         raise HubError(f"could not load {name!r}: {tried}: {_reason(err, 'config.json')}") from err
@@ -198,6 +212,25 @@ def push_files(
                        target, _reason(err), landed)  # fmt: skip
         url = f"{constants.ENDPOINT}/datasets/{repo_id}/commit/{landed}"
         return CommitInfo(commit_url=url, commit_message=message, commit_description="", oid=landed)
+
+
+def _fail_fast_without_connection(repo_id: str, revision: str | None, cache_dir, token) -> None:
+    """Raise at once when nothing is cached and the Hub cannot even be connected to.
+
+    ``hf_hub_download`` backs off for about 23 s before giving up on a file it has no cached copy
+    of, which is right for a flaky network and wrong for a refused connection or no network at all;
+    one HEAD request without retries tells them apart. Anything else is left to ``hf_hub_download``.
+    """
+    if isinstance(try_to_load_from_cache(repo_id, "config.json", cache_dir=cache_dir, revision=revision,
+                                         repo_type=REPO_TYPE), str):  # fmt: skip
+        return
+    try:
+        get_hf_file_metadata(hf_hub_url(repo_id, "config.json", repo_type=REPO_TYPE, revision=revision), token=token)
+    except _CONNECT_ERRORS as err:
+        raise HubError(f"no connection to {constants.ENDPOINT} ({err}) and config.json is not in the local "
+                       "cache; check the network (or HF_ENDPOINT), or load a folder or a zoo name") from err  # fmt: skip
+    except HUB_CALL_ERRORS:
+        pass  # an answer, or a flaky connection: hf_hub_download retries and reports it
 
 
 def _landed(api: HfApi, repo_id: str, revision: str | None, parent: str, config: bytes | None) -> tuple[str | None, str]:

@@ -2,10 +2,11 @@
 
     python recipes/study_table.py [recipes/results/study]
 
-Each row is a run of a recipe with its `cpu` profile and the settings in the second column
-changed (read from the run's summary, so the table cannot disagree with the run), under the
-baseline run of that recipe (BASELINES). CPU time is wall time x threads: the experts a
-run needs (its experts.json, copied from recipes/results/study/experts/) plus its distillation.
+Each row is a run of a recipe with a profile (`cpu`, or `cpu-dm` for DM) and the settings in the
+second column changed (read from the run's summary, so the table cannot disagree with the run),
+under the baseline runs of that recipe and profile (BASELINES). CPU time is wall time x threads:
+the experts a run needs (its experts.json, copied from recipes/results/study/experts/; none for DM)
+plus its distillation.
 """
 
 import json
@@ -16,13 +17,22 @@ from compare_table import stored_values  # recipes/ is this script's folder
 
 from haba_datasets.distill.recipe import load_recipe
 
-# recipe -> the run every study run of that recipe changes one factor of (same experts: 4 x 6 epochs, width 32)
-BASELINES = {"cifar10-ipc10": Path("recipes/results/compare/c10-ipc10-mtt-haba"),
-             "cifar10-ipc1": Path("recipes/results/zoo/cifar10-ipc1/run")}  # fmt: skip
-BASELINE_EXPERTS = "cifar10-ipc10-cpu"  # the study's copy of those experts, timed
+COMPARE = Path("recipes/results/compare")
+# (recipe, profile) -> the runs every study run of that recipe and profile changes one factor of (MTT: the same
+# experts, 4 x 6 epochs of width 32; DM: HaBa and the plain images it must beat)
+BASELINES = {("cifar10-ipc10", "cpu"): [COMPARE / "c10-ipc10-mtt-haba"],
+             ("cifar10-ipc1", "cpu"): [Path("recipes/results/zoo/cifar10-ipc1/run")],
+             ("cifar10-ipc10", "cpu-dm"): [COMPARE / "c10-ipc10-dm-haba", COMPARE / "c10-ipc10-dm-plain"]}  # fmt: skip
+BASELINE_EXPERTS = Path("recipes/results/study/experts/cifar10-ipc10-cpu.json")  # the study's copy of those, timed
 # the baselines' datasets measured with the card's protocol (3 runs x 500 epochs)
-BASELINE_SEEDS = {"cifar10-ipc10": Path("recipes/results/compare/seeds/mtt-haba/report.json"),
-                  "cifar10-ipc1": Path("recipes/results/zoo/cifar10-ipc1/report.json")}  # fmt: skip
+BASELINE_SEEDS = {("cifar10-ipc10", "cpu"): {"baseline": COMPARE / "seeds/mtt-haba/report.json"},
+                  ("cifar10-ipc1", "cpu"): {"baseline": Path("recipes/results/zoo/cifar10-ipc1/report.json")},
+                  ("cifar10-ipc10", "cpu-dm"): {"baseline": COMPARE / "seeds/dm-haba/report.json",
+                                                "baseline (plain images)": COMPARE / "seeds/dm-plain/report.json"}}  # fmt: skip
+
+
+def key(summary: dict) -> tuple[str, str]:
+    return summary["name"], summary["recipe"]["profile"]
 
 
 def changes(recipe: dict, reference: dict, prefix: str = "") -> list[str]:
@@ -37,49 +47,54 @@ def changes(recipe: dict, reference: dict, prefix: str = "") -> list[str]:
     return out
 
 
-def row(folder: Path, experts: Path) -> str:
+def row(folder: Path, experts: Path | None) -> str:
     s = json.loads((folder / "summary.json").read_text())
-    reference = load_recipe(f"recipes/{s['name']}.yaml", profile="cpu")
+    reference = load_recipe(f"recipes/{s['name']}.yaml", profile=s["recipe"]["profile"])
     reference = {k: v for k, v in reference.items() if k not in ("name", "reference")}
     recipe, budget, metrics = s["recipe"], s["budget"], s["metrics"]
-    changed = [c for c in changes(recipe, reference) if not c.startswith("evaluation.")] or ["(the `cpu` profile)"]
+    changed = [c for c in changes(recipe, reference) if not c.startswith("evaluation.")] or [f"(the `{key(s)[1]}` profile)"]
     curve = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
     val = " / ".join(f"{100 * r['val_accuracy']:.1f}" for r in curve if "val_accuracy" in r)
-    width = recipe["experts"].get("net_options", {}).get("width")
-    cost = json.loads(experts.read_text())
-    expert_h = cost["seconds"] * cost["threads"] / 3600
+    if experts is None:
+        expert_h, expert_cell = 0.0, "-"
+    else:
+        cost, width = json.loads(experts.read_text()), recipe["experts"].get("net_options", {}).get("width")
+        expert_h = cost["seconds"] * cost["threads"] / 3600
+        expert_cell = f"{recipe['experts']['count']} x {recipe['experts']['epochs']}, width {width}: {expert_h:.2f} h"
     distill_h = budget["distill_seconds"] / 3600  # one thread
     final = json.loads((folder / "evaluation" / "report.json").read_text())
     val_final, test = final["val_accuracy"]["runs"][0], final["test_accuracy"]["runs"][0]
     stored = budget.get("stored_values") or stored_values(recipe)  # older summaries lack the field
-    return (f"| {s['name']} | {'; '.join(changed)} | {stored:,} | {recipe['experts']['count']} x {recipe['experts']['epochs']}, width {width}: "
-            f"{expert_h:.2f} h | {budget['iterations']}: {budget['distill_seconds'] / budget['iterations']:.1f} s/it, "
+    return (f"| {s['name']} ({key(s)[1]}) | {'; '.join(changed)} | {stored:,} | {expert_cell} | {budget['iterations']}: {budget['distill_seconds'] / budget['iterations']:.1f} s/it, "
             f"{distill_h:.2f} h | {val} | {s['selected_iteration']} ({100 * metrics['val_accuracy']:.2f}) | "
             f"{100 * val_final:.2f} | {100 * test:.2f} | {expert_h + distill_h:.2f} |")
 
 
 def main(folder: str) -> None:
-    print("| recipe | changed (against its `cpu` profile) | stored values | experts: count x epochs, CPU-hours | "
-          "iterations: time per iteration (in-loop validation included), CPU-hours | validation % every 50 iterations (from 0) | selected iteration "
+    print("| recipe (profile) | changed (against the profile) | stored values | experts: count x epochs, CPU-hours | "
+          "iterations: time per iteration (in-loop validation included), CPU-hours | validation % from iteration 0, every 50 "
+          "(MTT) or 200 (DM) | selected iteration "
           "(validation %) | validation %, 1 x 500 | test %, 1 x 500 | CPU-hours in all |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    runs = sorted(Path(folder).glob("*/summary.json"), key=lambda p: (json.loads(p.read_text())["name"], p.parent.name))
-    for name, baseline in BASELINES.items():
-        print(row(baseline, Path(folder) / "experts" / f"{BASELINE_EXPERTS}.json"))
+    runs = sorted(Path(folder).glob("*/summary.json"), key=lambda p: p.parent.name)
+    for setting, baselines in BASELINES.items():
+        for baseline in baselines:
+            print(row(baseline, BASELINE_EXPERTS if setting[1] == "cpu" else None))
         for path in runs:
-            if json.loads(path.read_text())["name"] == name:
-                print(row(path.parent, path.parent / "experts.json"))
+            if key(json.loads(path.read_text())) == setting:
+                experts = path.parent / "experts.json"
+                print(row(path.parent, experts if experts.exists() else None))
     print("\nConfirmed with the card's protocol (3 runs x 500 epochs, seeds 0-2; `bash recipes/study.sh DATA RUN:seeds`):\n")
-    print("| recipe | run | validation % (mean) | test % (mean +- std) | per run |")
+    print("| recipe (profile) | run | validation % (mean) | test % (mean +- std) | per run |")
     print("|---|---|---|---|---|")
-    confirmed = [(name, "baseline", path) for name, path in BASELINE_SEEDS.items()]
+    confirmed = [(setting, run, path) for setting, paths in BASELINE_SEEDS.items() for run, path in paths.items()]
     for path in sorted(Path(folder).glob("seeds/*/report.json")):
-        confirmed.append((json.loads((Path(folder) / path.parent.name / "summary.json").read_text())["name"],
+        confirmed.append((key(json.loads((Path(folder) / path.parent.name / "summary.json").read_text())),
                           path.parent.name, path))  # fmt: skip
-    for name, run, path in sorted(confirmed, key=lambda c: (c[0], c[1] != "baseline", c[1])):
+    for setting, run, path in sorted(confirmed, key=lambda c: (c[0], not c[1].startswith("baseline"), c[1])):
         report = json.loads(path.read_text())
         test = report["test_accuracy"]
-        print(f"| {name} | {run} | {100 * report['val_accuracy']['mean']:.2f} | {100 * test['mean']:.2f} +- "
+        print(f"| {setting[0]} ({setting[1]}) | {run} | {100 * report['val_accuracy']['mean']:.2f} | {100 * test['mean']:.2f} +- "
               f"{100 * test['std']:.2f} | {', '.join(f'{100 * a:.2f}' for a in test['runs'])} |")
 
 

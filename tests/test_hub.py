@@ -299,7 +299,8 @@ def test_unreachable_hub_serves_the_cache_and_zoo_names_their_bundle(hub, pushed
 import time
 from pathlib import Path
 from haba_datasets import FactorizedDataset, hub
-time.sleep = lambda seconds: None  # the client backs off between retries: skip the waits
+slept = []
+time.sleep = slept.append  # the client backs off between retries: skip the waits, count them
 hub.ZOO.update({{"tiny-ipc2": "alice/never-fetched", "cached-ipc2": {REPO!r}}})
 hub.ZOO_DIR = Path({str(bundled)!r})
 for name in ({REPO!r}, "cached-ipc2", "tiny-ipc2", "alice/never-fetched"):
@@ -307,7 +308,7 @@ for name in ({REPO!r}, "cached-ipc2", "tiny-ipc2", "alice/never-fetched"):
         d = FactorizedDataset.from_pretrained(name, device="cpu")
         print(name, d.preprocessing.kind, repr(d.bases.sum().item()))
     except hub.HubError as err:
-        print(name, "HubError", err)
+        print(name, "HubError", err, "slept", sum(slept))
 """
     env = {**os.environ, "HF_ENDPOINT": "http://127.0.0.1:9"}  # nothing listens there
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
@@ -316,7 +317,9 @@ for name in ({REPO!r}, "cached-ipc2", "tiny-ipc2", "alice/never-fetched"):
     assert lines[0] == f"{REPO} zca {pushed.bases.sum().item()!r}"  # from the cache
     assert lines[1] == f"cached-ipc2 zca {pushed.bases.sum().item()!r}"  # a zoo name without a bundle: the cache
     assert lines[2] == f"tiny-ipc2 zca {make_dataset(seed=9).bases.sum().item()!r}"  # the bundled copy
-    assert lines[3].startswith("alice/never-fetched HubError") and "could not be reached" in lines[3]
+    # nothing cached and no connection: said at once (no back-off), with what to check
+    assert lines[3].startswith("alice/never-fetched HubError") and "no connection to http://127.0.0.1:9" in lines[3]
+    assert "not in the local cache" in lines[3] and lines[3].endswith("slept 0")
 
 
 def test_cli_push_and_download(hub, saved, capsys):
