@@ -21,6 +21,7 @@ def dataset_card(config: dict, storage, repo_id: str | None = None, export: dict
     """
     prov = config["provenance"]
     hall = config["hallucinators"]
+    soft = bool(config.get("soft_labels"))
     name = prov.get("name") or repo_id or "factorized dataset"
     extra = {}
     if export is not None:
@@ -28,7 +29,8 @@ def dataset_card(config: dict, storage, repo_id: str | None = None, export: dict
         extra["configs"] = [{"config_name": "default", "data_files": [{"split": "train", "path": export["path"]}]}]
         extra["dataset_info"] = {
             "features": [{"name": "image", "dtype": "image"},
-                         {"name": "label", "dtype": {"class_label": {"names": class_names}}}],
+                         {"name": "label", "dtype": {"class_label": {"names": class_names}}}]
+                        + ([{"name": "soft_label", "list": "float32", "length": len(config["classes"])}] if soft else []),
             "splits": [{"name": "train", "num_bytes": export["num_bytes"], "num_examples": export["num_examples"]}],
         }  # fmt: skip
     source = REAL_DATASETS.get(prov.get("dataset")) if isinstance(prov.get("dataset"), str) else None
@@ -51,6 +53,7 @@ def dataset_card(config: dict, storage, repo_id: str | None = None, export: dict
         f"(basis, hallucinator) pair is a {c}x{h}x{w} training image, {config['num_bases'] * hall['count']} in all, "
         f"over {len(config['classes'])} classes.",
         "",
+        *([SOFT_LABELS, ""] if soft else []),
         "## Storage",
         "",
         str(storage) + ".",
@@ -60,7 +63,7 @@ def dataset_card(config: dict, storage, repo_id: str | None = None, export: dict
     ]
     lines += _provenance(prov)
     lines += ["", "## Results", ""]
-    lines += _results(prov.get("metrics") or {}, prov.get("reference"))
+    lines += _results(prov.get("metrics") or {}, prov.get("reference"), soft)
     if isinstance(prov.get("cross_architecture"), dict):
         lines += ["", "## Across architectures", ""] + _cross_architecture(prov["cross_architecture"])
     lines += [
@@ -99,7 +102,7 @@ def dataset_card(config: dict, storage, repo_id: str | None = None, export: dict
             "### Without this library",
             "",
             f"Every image, rendered back to pixels, is also stored as parquet (`{export['path']}`, "
-            f"{export['num_examples']} rows of `image`, `label`):",
+            f"{export['num_examples']} rows of `image`, `label`{', `soft_label`' if soft else ''}):",
             "",
             "```python",
             "from datasets import load_dataset",
@@ -110,6 +113,12 @@ def dataset_card(config: dict, storage, repo_id: str | None = None, export: dict
     return str(DatasetCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n"))
 
 
+SOFT_LABELS = (
+    "**Soft labels.** Every basis carries a probability vector over the classes, and an item's target is "
+    "its basis's vector (`torch.nn.functional.cross_entropy` takes it as is). Accuracies measured by "
+    "training on soft labels are not comparable with hard-label results; "
+    "`FactorizedDataset.from_pretrained(..., soft_labels=False)` trains on the classes instead."
+)
 ARXIV_ID = "2210.16774"
 CITATION = """@inproceedings{liu2022dataset,
   title     = {Dataset Distillation via Factorization},
@@ -141,7 +150,7 @@ def _provenance(prov: dict) -> list[str]:
     return lines or ["No provenance recorded."]
 
 
-def _results(metrics: dict, reference) -> list[str]:
+def _results(metrics: dict, reference, soft: bool = False) -> list[str]:
     """Measured test accuracy (mean +- std, protocol) next to the paper's number, then other metrics."""
     if not metrics:
         return ["No metrics recorded."]
@@ -149,6 +158,7 @@ def _results(metrics: dict, reference) -> list[str]:
     if "test_accuracy" in metrics:
         std = f" +- {_percent(metrics['test_accuracy_std'])}" if "test_accuracy_std" in metrics else ""
         protocol = f"{metrics.get('model', '?')}, {metrics.get('runs', '?')} runs x {metrics.get('epochs', '?')} epochs"
+        protocol += ", trained on the soft labels" if metrics.get("labels", "soft" if soft else "hard") == "soft" else ""
         lines += ["| | test accuracy (%) | protocol |", "|---|---|---|",
                   f"| this dataset | {_percent(metrics['test_accuracy'])}{std} | {protocol} |"]  # fmt: skip
         if isinstance(reference, dict):  # published numbers for this setting, by method
@@ -200,7 +210,7 @@ def _accuracy(r: dict) -> str:
 
 
 _OWN_SECTIONS = {"name", "license", "metrics", "reference", "recipe", "cross_architecture"}
-_SUMMARISED = {"test_accuracy", "test_accuracy_std", "runs", "epochs", "model"}
+_SUMMARISED = {"test_accuracy", "test_accuracy_std", "runs", "epochs", "model", "labels"}
 
 
 def _percent(value) -> str:

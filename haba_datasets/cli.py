@@ -65,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="real subsets: preprocessing fitted on the training split")  # fmt: skip
     p.add_argument("--pairing", choices=["random", "all"], default="random",
                    help="factorized datasets: one random hallucinator per basis per epoch (reference), or all pairs")  # fmt: skip
+    p.add_argument("--hard-labels", action="store_true",
+                   help="a dataset with soft labels: train on the bases' classes instead (the report says which)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-root", type=Path, help="local copies of real datasets (default: $HABA_DATA_ROOT)")
     p.add_argument("--device", help="default: cuda when available")
@@ -242,7 +244,8 @@ def _evaluate(args: argparse.Namespace) -> None:
         setting = {"train": what, "dataset": args.name, "ipc": args.ipc, "preprocessing": args.preprocessing}
         lr, recorded = args.lr, None
     else:
-        train = FactorizedDataset.from_pretrained(args.name, revision=args.revision, device=args.device, pairing=args.pairing)
+        train = FactorizedDataset.from_pretrained(args.name, revision=args.revision, device=args.device, pairing=args.pairing,
+                                                  soft_labels=not args.hard_labels)  # fmt: skip
         name = args.dataset or train.provenance.get("dataset")
         if name is None:
             raise UsageError("say which real dataset to test on with --dataset (none recorded in the dataset)")

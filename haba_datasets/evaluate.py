@@ -101,7 +101,8 @@ class Report:
         if not self.accuracies:
             return f"diverged in every one of {len(self.runs)} run(s) (lr {self.setting.get('protocol', {}).get('lr')})"
         note = f"; {len(self.diverged_seeds)} more diverged (seeds {self.diverged_seeds}), left out" if self.diverged_seeds else ""
-        return f"test accuracy {100 * self.mean:.2f} +- {100 * self.std:.2f} % over {len(self.accuracies)} run(s){note}"
+        soft = ", trained on SOFT labels" if self.setting.get("labels") == "soft" else ""
+        return f"test accuracy {100 * self.mean:.2f} +- {100 * self.std:.2f} % over {len(self.accuracies)} run(s){soft}{note}"
 
     def to_json(self) -> dict:
         vals = [r.val_accuracy for r in self.runs if r.val_accuracy is not None and not r.diverged]
@@ -181,7 +182,8 @@ def train_epoch(
     generator: torch.Generator | None = None,
 ) -> tuple[float, float]:
     """One pass of cross-entropy training over ``loader`` (``augment`` applied to each batch);
-    returns the mean loss and the training accuracy."""
+    returns the mean loss and the training accuracy. Labels are class indices, or soft labels
+    (rows of class probabilities: the soft cross-entropy, accuracy against their argmax)."""
     model.train()
     total, correct, count = 0.0, 0, 0
     for images, labels in loader:
@@ -194,7 +196,7 @@ def train_epoch(
         loss.backward()
         optimizer.step()
         total += loss.item() * labels.shape[0]
-        correct += (logits.argmax(1) == labels).sum().item()
+        correct += (logits.argmax(1) == (labels if labels.dim() == 1 else labels.argmax(1))).sum().item()
         count += labels.shape[0]
     return total / max(count, 1), correct / max(count, 1)
 
@@ -274,7 +276,10 @@ def evaluate(
     setting: dict | None = None,
     progress: bool = True,
 ) -> Report:
-    """``runs`` independent :func:`train_and_test` runs (seeds ``seed .. seed + runs - 1``)."""
+    """``runs`` independent :func:`train_and_test` runs (seeds ``seed .. seed + runs - 1``).
+
+    The report's setting records ``labels``: ``"soft"`` when ``train`` has soft labels (its
+    ``label_kind``), so soft-label results are never read as hard-label ones."""
     start = time.perf_counter()
     results = []
     for run in tqdm(range(runs), desc="runs", disable=not progress):
@@ -282,5 +287,7 @@ def evaluate(
                                       val=val, seed=seed + run, device=device, progress=progress))  # fmt: skip
     # CPU results are bit-identical across processes only for the same torch build and thread count
     environment = {"torch": torch.__version__, "threads": torch.get_num_threads()}
-    info = {"model": model, "protocol": asdict(protocol), "seed": seed, "environment": environment, **(setting or {})}
+    labels = getattr(train, "label_kind", "hard")
+    info = {"model": model, "protocol": asdict(protocol), "seed": seed, "environment": environment, "labels": labels,
+            **(setting or {})}  # fmt: skip
     return Report(info, results, time.perf_counter() - start)

@@ -79,8 +79,13 @@ class FactorizedDataset(VisionDataset):
             when available, else CPU). Tensors and the hallucinator module are moved, not copied.
         learned_lr: learning rate learned during distillation, if any (used for evaluation).
         provenance: JSON-serialisable description of how the dataset was made.
+        soft_labels: optional ``(N, len(classes))`` probabilities per basis (e.g. a teacher's, as
+            TESLA or DATM distil them). When given, an item's target is its basis's row (a float
+            tensor, which ``torch.nn.functional.cross_entropy`` takes as class probabilities);
+            ``labels`` stay the bases' classes (for grouping, grids and ``targets``).
 
-    Items are ``(image, label)``: a float ``(C, H, W)`` tensor on ``device`` and an int.
+    Items are ``(image, label)``: a float ``(C, H, W)`` tensor on ``device`` and an int (with
+    soft labels: a float ``(len(classes),)`` tensor on ``device``).
     :meth:`__getitems__` synthesises a DataLoader batch in one vectorised call, without autograd;
     batched and per-item results agree up to float rounding (convolution kernels may sum in a
     different order for different batch sizes).
@@ -100,6 +105,7 @@ class FactorizedDataset(VisionDataset):
         device: torch.device | str | None = None,
         learned_lr: float | None = None,
         provenance: dict | None = None,
+        soft_labels: torch.Tensor | None = None,
     ) -> None:
         super().__init__(root=None, transform=transform, target_transform=target_transform)
         labels = torch.as_tensor(labels)
@@ -120,6 +126,12 @@ class FactorizedDataset(VisionDataset):
             raise ValueError(f"pairing must be 'all' or 'random', got {pairing!r}")
         if learned_lr is not None and not (math.isfinite(learned_lr) and learned_lr > 0):
             raise ValueError(f"learned_lr must be a positive number, got {learned_lr!r}")
+        if soft_labels is not None:
+            if not (isinstance(soft_labels, torch.Tensor) and soft_labels.shape == (bases.shape[0], len(classes))):
+                raise ValueError(f"soft_labels must be a ({bases.shape[0]}, {len(classes)}) tensor (bases x classes), "
+                                 f"got {getattr(soft_labels, 'shape', type(soft_labels).__name__)}")  # fmt: skip
+            soft_labels = soft_labels.detach().float()
+            fileformat.check_soft_labels(soft_labels)
         self.classes = classes
         self.class_to_idx = {c: i for i, c in enumerate(classes)}
         self.pairing = pairing
@@ -127,6 +139,7 @@ class FactorizedDataset(VisionDataset):
         self.provenance = dict(provenance or {})
         self.bases = bases.detach().float()
         self.labels = labels.long()
+        self.soft_labels = soft_labels
         self.hallucinators = hallucinators
         self._label_list = self.labels.tolist()
         self._preprocessing = Identity() if preprocessing is None else preprocessing
@@ -139,15 +152,18 @@ class FactorizedDataset(VisionDataset):
         n = self.bases.shape[0]
         return n * self.hallucinators.count if self.pairing == "all" else n
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int | torch.Tensor]:
         return self.__getitems__([operator.index(index)])[0]
 
-    def __getitems__(self, indices: Sequence[int]) -> list[tuple[torch.Tensor, int]]:
+    def __getitems__(self, indices: Sequence[int]) -> list[tuple[torch.Tensor, int | torch.Tensor]]:
         """Synthesise the items at ``indices`` in one batched call (what DataLoader uses)."""
         basis, which = self.pairs(indices)
         with torch.no_grad():
             images = self.hallucinators(self.bases[basis.to(self.device)], which.to(self.device))
-        labels = [self._label_list[b] for b in basis.tolist()]
+        if self.soft_labels is None:
+            labels = [self._label_list[b] for b in basis.tolist()]
+        else:
+            labels = list(self.soft_labels[basis.to(self.device)].unbind(0))
         if self.transforms is not None:
             return [self.transforms(image, label) for image, label in zip(images, labels)]
         return list(zip(images.unbind(0), labels))
@@ -168,8 +184,13 @@ class FactorizedDataset(VisionDataset):
         return idx, torch.randint(self.hallucinators.count, idx.shape)
 
     @property
+    def label_kind(self) -> str:
+        """``"soft"`` when items carry soft labels, else ``"hard"``."""
+        return "hard" if self.soft_labels is None else "soft"
+
+    @property
     def targets(self) -> list[int]:
-        """The label of every item, in index order."""
+        """The class (hard label) of every item, in index order."""
         if self.pairing == "all":
             return [y for y in self._label_list for _ in range(self.hallucinators.count)]
         return list(self._label_list)
@@ -183,6 +204,8 @@ class FactorizedDataset(VisionDataset):
         device = torch.device(device)
         self.bases = self.bases.to(device)
         self.labels = self.labels.to(device)
+        if self.soft_labels is not None:
+            self.soft_labels = self.soft_labels.to(device)
         self.hallucinators.to(device)
         return self
 
@@ -204,14 +227,16 @@ class FactorizedDataset(VisionDataset):
 
     def materialize(self, batch_size: int = 1024) -> TensorDataset:
         """Every ``(basis, hallucinator)`` image, in ``pairing="all"`` order, as a ``TensorDataset``
-        of ``(images, labels)`` on this dataset's device (transforms are not applied)."""
+        of ``(images, labels)`` on this dataset's device (transforms are not applied; the labels
+        are the soft labels' rows when the dataset has them)."""
         k = self.hallucinators.count
         flat = torch.arange(self.bases.shape[0] * k, device=self.device)
         with torch.no_grad():
             images = torch.cat(
                 [self.hallucinators(self.bases[i // k], i % k) for i in flat.split(batch_size)]
             ) if flat.numel() else self.bases.new_empty((0, *self.hallucinators.image_shape))
-        return TensorDataset(images, self.labels.repeat_interleave(k))
+        labels = self.labels if self.soft_labels is None else self.soft_labels
+        return TensorDataset(images, labels.repeat_interleave(k, 0))
 
     def pixels(self, images: torch.Tensor) -> torch.Tensor:
         """Model-space images -> displayable pixels in [0, 1] on the CPU."""
@@ -219,14 +244,18 @@ class FactorizedDataset(VisionDataset):
 
     def to_hf_dataset(self):
         """Every image as a ``datasets.Dataset`` with ``image`` (PIL, pixel space) and ``label``
-        (``ClassLabel``) columns, in ``pairing="all"`` order."""
+        (``ClassLabel``) columns, in ``pairing="all"`` order; with soft labels also ``soft_label``
+        (the probabilities over ``classes``)."""
         import datasets
 
-        images, labels = self.materialize().tensors
-        features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=self.classes)})
-        return datasets.Dataset.from_dict(
-            {"image": [to_pil(p) for p in self.pixels(images)], "label": labels.tolist()}, features=features
-        )
+        images = self.materialize().tensors[0]
+        k = self.hallucinators.count
+        columns = {"image": [to_pil(p) for p in self.pixels(images)], "label": self.labels.repeat_interleave(k).tolist()}
+        features = {"image": datasets.Image(), "label": datasets.ClassLabel(names=self.classes)}
+        if self.soft_labels is not None:
+            columns["soft_label"] = self.soft_labels.repeat_interleave(k, 0).tolist()
+            features["soft_label"] = datasets.Sequence(datasets.Value("float32"), length=len(self.classes))
+        return datasets.Dataset.from_dict(columns, features=datasets.Features(features))
 
     def grid(self, *, max_bases_per_class: int = 10, scale: int = 2) -> Image.Image:
         """A picture of the dataset: a panel per class (one row per basis, one column per
@@ -281,7 +310,7 @@ class FactorizedDataset(VisionDataset):
             f"Bases: {self.bases.shape[0]} x {tuple(self.bases.shape[1:])} ({min(counts.values(), default=0)}-"
             f"{max(counts.values(), default=0)} per class), classes: {len(self.classes)}",
             f"Hallucinators: {self.hallucinators.count} x {self.hallucinators.architecture} -> {self.hallucinators.image_shape}",
-            f"Pairing: {self.pairing}, device: {self.device}",
+            f"Labels: {self.label_kind}, pairing: {self.pairing}, device: {self.device}",
             f"Storage: {self.storage.ratio:.3f}x the plain-image budget",
         ])  # fmt: skip
 
@@ -344,6 +373,8 @@ class FactorizedDataset(VisionDataset):
     def _format_files(self) -> tuple[dict, dict[str, bytes]]:
         """The config and the bytes of the config and tensor files (no card)."""
         factors = {"bases": self.bases, "labels": self.labels}
+        if self.soft_labels is not None:
+            factors["soft_labels"] = self.soft_labels
         factors.update({f"hallucinators.{k}": v for k, v in self.hallucinators.state_dict().items()})
         prep = self.preprocessing
         tensor_files = {fileformat.FACTORS: factors, fileformat.PREPROCESSING: prep.tensors()}
@@ -372,6 +403,8 @@ class FactorizedDataset(VisionDataset):
             "provenance": self.provenance,
             "files": {name: fileformat.file_entry(data) for name, data in files.items()},
         }
+        if self.soft_labels is not None:
+            config["soft_labels"] = True
         files[fileformat.CONFIG] = fileformat.encode_config(config)
         return config, files
 
@@ -389,6 +422,7 @@ class FactorizedDataset(VisionDataset):
         pairing: Pairing = "all",
         transform: Callable | None = None,
         target_transform: Callable | None = None,
+        soft_labels: bool = True,
     ) -> "FactorizedDataset":
         """Load a factorized dataset from a local folder, a Hub dataset repo or the zoo.
 
@@ -399,6 +433,7 @@ class FactorizedDataset(VisionDataset):
         (``HF_HOME``, ``HF_HUB_OFFLINE`` and ``HF_ENDPOINT`` apply; ``revision``, ``cache_dir``,
         ``force_download``, ``local_files_only`` and ``token`` are passed on); only the config and
         the factors are downloaded, the preprocessing tensors (ZCA) when first used.
+        ``soft_labels=False`` trains on the bases' classes even when the dataset has soft labels.
 
         Everything is validated before tensors are built. A file that fails raises
         :class:`~haba_datasets.fileformat.FormatError` naming it (a Hub file is downloaded again once
@@ -426,6 +461,7 @@ class FactorizedDataset(VisionDataset):
             tensors["bases"], tensors["labels"], bank, config["classes"],
             pairing=pairing, transform=transform, target_transform=target_transform, device=device,
             learned_lr=config["learned_lr"], provenance=config["provenance"],
+            soft_labels=tensors.get("soft_labels") if soft_labels else None,
         )  # fmt: skip
         dataset.root = str(source.folder)
         read = functools.partial(fileformat.read_preprocessing, config=config)

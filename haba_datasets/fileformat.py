@@ -3,7 +3,7 @@
 A dataset is a folder (see ``docs/format.md``)::
 
     config.json                 what the tensors are (validated before any tensor is read)
-    factors.safetensors         bases, labels, hallucinator parameters
+    factors.safetensors         bases, labels (and soft labels, if any), hallucinator parameters
     preprocessing.safetensors   tensor parameters of the preprocessing (ZCA only), read on first use
     README.md                   dataset card
 
@@ -50,6 +50,9 @@ _CONFIG_KEYS = {
     "format", "format_version", "image_shape", "basis_shape", "num_bases", "classes",
     "hallucinators", "preprocessing", "learned_lr", "provenance", "files",
 }  # fmt: skip
+_OPTIONAL_KEYS = {"soft_labels"}  # written only when true
+#: How far a row of soft labels may sum from 1 (they are probabilities, stored as float32).
+SOFT_LABEL_TOLERANCE = 1e-3
 _DTYPES = {"F32": torch.float32, "I64": torch.int64}
 
 
@@ -116,9 +119,11 @@ def validate_config(config: dict) -> None:
         raise ValueError(f"'format' must be {FORMAT_NAME!r}")
     if not _is_int(config.get("format_version")) or config["format_version"] != FORMAT_VERSION:
         raise ValueError(f"unsupported format_version {config.get('format_version')!r} (this library reads {FORMAT_VERSION})")
-    if set(config) != _CONFIG_KEYS:
-        missing, extra = sorted(_CONFIG_KEYS - set(config)), sorted(set(config) - _CONFIG_KEYS)
+    if set(config) - _OPTIONAL_KEYS != _CONFIG_KEYS:
+        missing, extra = sorted(_CONFIG_KEYS - set(config)), sorted(set(config) - _CONFIG_KEYS - _OPTIONAL_KEYS)
         raise ValueError(f"keys differ from format v1: missing {missing}, unexpected {extra}")
+    if config.get("soft_labels", True) is not True:
+        raise ValueError(f"'soft_labels' must be true when present, got {config['soft_labels']!r}")
     for key in ("image_shape", "basis_shape"):
         shape = config[key]
         if not (isinstance(shape, list) and len(shape) == 3 and all(_is_int(s) for s in shape)):
@@ -187,6 +192,8 @@ def factor_shapes(config: dict) -> dict[str, tuple[tuple[int, ...], torch.dtype]
     n = config["num_bases"]
     bank = hallucinators_for(config)
     specs = {"bases": ((n, *config["basis_shape"]), torch.float32), "labels": ((n,), torch.int64)}
+    if config.get("soft_labels"):
+        specs["soft_labels"] = ((n, len(config["classes"])), torch.float32)
     specs.update({f"hallucinators.{k}": (tuple(v.shape), v.dtype) for k, v in bank.state_dict().items()})
     return specs
 
@@ -234,12 +241,28 @@ def read_safetensors(path: Path, specs: dict[str, tuple[tuple[int | None, ...], 
 
 
 def read_factors(folder: Path, config: dict) -> dict[str, torch.Tensor]:
-    """The validated tensors of ``factors.safetensors`` (labels checked against the classes)."""
+    """The validated tensors of ``factors.safetensors`` (labels checked against the classes, soft
+    labels to be probabilities)."""
     tensors = read_tensors(folder, FACTORS, config, factor_shapes(config))
     labels = tensors["labels"]
     if labels.numel() and not (0 <= int(labels.min()) and int(labels.max()) < len(config["classes"])):
         raise FormatError(f"{Path(folder) / FACTORS}: labels outside [0, {len(config['classes'])})")
+    if "soft_labels" in tensors:
+        try:
+            check_soft_labels(tensors["soft_labels"])
+        except ValueError as err:
+            raise FormatError(f"{Path(folder) / FACTORS}: {err}") from None
     return tensors
+
+
+def check_soft_labels(soft: torch.Tensor) -> None:
+    """Raise ``ValueError`` unless every row of ``soft`` is a probability distribution."""
+    if not bool(torch.isfinite(soft).all()) or (soft.numel() and float(soft.min()) < 0):
+        raise ValueError("soft labels must be finite and non-negative (probabilities, not logits)")
+    sums = soft.double().sum(1)
+    if sums.numel() and float((sums - 1).abs().max()) > SOFT_LABEL_TOLERANCE:
+        raise ValueError(f"every row of soft labels must sum to 1 (within {SOFT_LABEL_TOLERANCE}); a row sums to "
+                         f"{float(sums[(sums - 1).abs().argmax()]):.6g}")  # fmt: skip
 
 
 def read_preprocessing(folder: Path, config: dict) -> Preprocessing:

@@ -12,6 +12,10 @@ caller names; never on a download path) or ``.safetensors`` in one of the :data:
 - ``tensors``: ``IMAGES [LABELS]``; images ``(classes, IPC, ch, H, W)`` or class-major
   ``(classes * IPC, ch, H, W)`` (DD-Ranking's input).
 
+LABELS may be hard (``N`` integers) or soft (``N x classes`` floats, as TESLA and DATM write):
+rows that are probability distributions are kept as they are, any other rows are taken as logits
+and go through a softmax (the provenance records which); the bases' classes are then their argmax.
+
 Plain images become one ``identity`` hallucinator. :func:`export_dataset` writes a dataset's
 materialised images as tensors (safetensors, and the ``.pt`` layout) or as an ImageFolder of PNGs.
 """
@@ -31,7 +35,7 @@ from safetensors.torch import load_file, save as safetensors_bytes
 
 from .data import RealData, Split, load_real
 from .factorized import FactorizedDataset
-from .fileformat import write_file
+from .fileformat import check_soft_labels, write_file
 from .hallucinators import create_hallucinators
 from .preprocessing import Preprocessing
 from .registry import Registry
@@ -66,8 +70,13 @@ def import_dataset(layout: str, files: list[str | Path], *, dataset: str, prepro
     """
     real = load_real(dataset, data_root=data_root)
     bases, labels, bank, stored_lr = LAYOUTS[layout]([Path(f) for f in files], len(real.classes))
+    soft, soft_from = None, None
     if labels is None:
         labels = _class_major(bases.shape[0], len(real.classes))
+    elif labels.is_floating_point():
+        soft_from = "probabilities" if _distributions(labels) else "logits (softmax)"
+        soft = labels if soft_from == "probabilities" else labels.double().softmax(1).float()
+        labels = soft.argmax(1)
     shape = tuple(bank.image_shape) if bank is not None else tuple(bases.shape[1:])
     if shape != tuple(real.image_shape):
         raise ValueError(f"the files hold {shape} images, {dataset} has {tuple(real.image_shape)}")
@@ -78,8 +87,10 @@ def import_dataset(layout: str, files: list[str | Path], *, dataset: str, prepro
     prep = _fit(real, preprocessing, eps)
     provenance = {"name": f"{dataset}-{layout}-import", "dataset": dataset,
                   "imported": {"layout": layout, "files": [Path(f).name for f in files], "preprocessing": preprocessing}}  # fmt: skip
+    if soft_from is not None:
+        provenance["imported"]["soft_labels"] = soft_from
     return FactorizedDataset(bases, labels, bank, real.classes, preprocessing=prep, device="cpu",
-                             learned_lr=lr if lr is not None else stored_lr, provenance=provenance)  # fmt: skip
+                             learned_lr=lr if lr is not None else stored_lr, provenance=provenance, soft_labels=soft)  # fmt: skip
 
 
 def export_dataset(dataset: FactorizedDataset, to: str, out: str | Path) -> list[Path]:
@@ -87,18 +98,23 @@ def export_dataset(dataset: FactorizedDataset, to: str, out: str | Path) -> list
 
     Args:
         to: ``"tensors"``: ``data.safetensors`` (``images``, ``labels``, ``lr`` when learned; model
-            space) and the same as ``images.pt``, ``labels.pt``, ``lr.pt`` for tools that read
-            ``.pt``; ``"image-folder"``: one PNG per image in pixel space under
-            ``<index>-<class>/`` (``torchvision.datasets.ImageFolder`` reads it, class order kept).
+            space; with soft labels ``labels`` are their rows and ``classes`` the bases' classes)
+            and the same as ``images.pt``, ``labels.pt``, ... for tools that read ``.pt``;
+            ``"image-folder"``: one PNG per image in pixel space under ``<index>-<class>/``
+            (``torchvision.datasets.ImageFolder`` reads it, class order kept; classes only, so
+            soft labels are not in it).
 
     Returns:
         The files written.
     """
     out = Path(out)
     images, labels = dataset.materialize().tensors
-    images, labels = images.cpu().contiguous(), labels.cpu()
+    images, labels = images.cpu().contiguous(), labels.cpu().contiguous()
+    classes = dataset.labels.cpu().repeat_interleave(dataset.hallucinators.count)
     if to == "tensors":
         tensors = {"images": images, "labels": labels}
+        if dataset.soft_labels is not None:
+            tensors["classes"] = classes
         if dataset.learned_lr is not None:
             tensors["lr"] = torch.tensor(dataset.learned_lr, dtype=torch.float64)
         paths = [out / "data.safetensors"]
@@ -112,7 +128,7 @@ def export_dataset(dataset: FactorizedDataset, to: str, out: str | Path) -> list
         folders = [f"{i:0{width}d}-{re.sub(r'[^A-Za-z0-9._-]+', '_', name).strip('_') or 'class'}"
                    for i, name in enumerate(dataset.classes)]  # fmt: skip
         paths, counts = [], [0] * len(dataset.classes)
-        for image, label in zip(dataset.pixels(images), labels.tolist()):
+        for image, label in zip(dataset.pixels(images), classes.tolist()):
             path = out / folders[label] / f"{counts[label]:05d}.png"
             counts[label] += 1
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -206,11 +222,15 @@ def _images(path: Path, value, dims: int) -> torch.Tensor:
 
 
 def _labels(path: Path, value, n: int, num_classes: int) -> torch.Tensor:
+    """``n`` hard labels (integers), or soft ones (an ``n x num_classes`` float tensor, returned as float)."""
     if isinstance(value, torch.Tensor) and value.is_floating_point() and value.dim() == 2:
-        raise ValueError(f"{path}: soft labels ({list(value.shape)}) are not supported yet; give hard labels")
+        if tuple(value.shape) != (n, num_classes):
+            raise ValueError(f"{path}: soft labels must be {n} x {num_classes} (images x classes), got {list(value.shape)}")
+        _finite(path, value)
+        return value.detach().float().contiguous()
     if not (isinstance(value, torch.Tensor) and not value.is_floating_point() and value.shape == (n,)):
         got = f"{value.dtype} {list(value.shape)}" if isinstance(value, torch.Tensor) else type(value).__name__
-        raise ValueError(f"{path}: expected {n} integer labels, got {got}")
+        raise ValueError(f"{path}: expected {n} integer labels or {n} x {num_classes} soft labels, got {got}")
     if n and not (0 <= int(value.min()) and int(value.max()) < num_classes):
         raise ValueError(f"{path}: labels outside [0, {num_classes})")
     return value.long()
@@ -224,6 +244,14 @@ def _lr(path: Path) -> float:
     if not (math.isfinite(lr) and lr > 0):
         raise ValueError(f"{path}: the learning rate must be positive, got {lr}")
     return lr
+
+
+def _distributions(soft: torch.Tensor) -> bool:
+    try:
+        check_soft_labels(soft)
+    except ValueError:
+        return False
+    return True
 
 
 def _class_major(n: int, num_classes: int) -> torch.Tensor:

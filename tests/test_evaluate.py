@@ -51,6 +51,20 @@ def test_a_tiny_evaluation_learns_an_easy_task(tmp_path):
     assert again.accuracies[0] == report.accuracies[0]  # seeded
 
 
+def test_soft_labels_train_with_the_soft_cross_entropy_and_the_report_says_so():
+    """One-hot soft labels train exactly as the hard labels they encode; the report records the kind."""
+    protocol = Protocol(epochs=4, batch_size=16, curve_points=1)
+    hard_set = _easy(10, 0)
+    images, labels = hard_set.tensors
+    soft_set = TensorDataset(images, torch.nn.functional.one_hot(labels, 3).float())
+    soft_set.label_kind = "soft"  # what FactorizedDataset with soft labels says
+    hard, soft = (evaluate(d, _easy(50, 1), num_classes=3, model="ConvNetW32", runs=1, protocol=protocol, progress=False)
+                  for d in (hard_set, soft_set))  # fmt: skip
+    assert [p["loss"] for p in soft.runs[0].curve] == pytest.approx([p["loss"] for p in hard.runs[0].curve], rel=1e-5)
+    assert soft.runs[0].curve[-1]["train_accuracy"] == hard.runs[0].curve[-1]["train_accuracy"]
+    assert (hard.setting["labels"], soft.setting["labels"]) == ("hard", "soft") and "SOFT labels" in str(soft)
+
+
 def test_report_statistics():
     report = Report({}, [RunResult(0, 0.5, None), RunResult(1, 0.7, None)], 1.0)
     assert report.mean == pytest.approx(0.6) and report.std == pytest.approx(0.1)

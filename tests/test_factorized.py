@@ -98,7 +98,7 @@ def test_transforms_and_torchvision_attributes():
     image, label = dataset[4]
     assert torch.equal(image, torch.ones(3, 8, 8)) and label == CLASSES[int(dataset.labels[4 // 3])]
     assert dataset.class_to_idx == {c: i for i, c in enumerate(CLASSES)}
-    assert "Pairing: all" in repr(dataset) and "Number of datapoints: 18" in repr(dataset)
+    assert "Labels: hard, pairing: all" in repr(dataset) and "Number of datapoints: 18" in repr(dataset)
 
 
 def test_materialize_and_hf_export(dataset):
@@ -216,3 +216,33 @@ def test_storage_counts_smaller_bases_at_their_size():
     assert dataset.storage.basis_values == 360 * 3 * 16 * 16
     assert dataset.storage.total_values == 9 * 10 * 3 * 32 * 32 + 5 * 5568 == 304_320
     assert dataset.storage.equivalent_ipc == pytest.approx(304_320 / (10 * 3072))
+
+
+def _soft(n, classes=len(CLASSES), seed=3):
+    return torch.randn(n, classes, generator=torch.Generator().manual_seed(seed)).softmax(1)
+
+
+def test_soft_labels_are_items_targets_and_round_trip(tmp_path):
+    soft = _soft(6)
+    dataset = make_dataset(soft_labels=soft)  # 6 bases x 3 hallucinators
+    assert dataset.label_kind == "soft" and dataset.targets == make_dataset().targets  # targets: the classes
+    image, target = dataset[7]  # basis 2
+    assert torch.equal(target, soft[2]) and torch.equal(image, make_dataset()[7][0])
+    images, targets = next(iter(DataLoader(dataset, batch_size=18)))
+    assert targets.shape == (18, 3) and torch.equal(targets, soft.repeat_interleave(3, 0))
+    assert torch.equal(dataset.materialize().tensors[1], soft.repeat_interleave(3, 0))
+    assert dataset.to_hf_dataset()[7]["soft_label"] == pytest.approx(soft[2].tolist())
+    loaded = FactorizedDataset.from_pretrained(dataset.save_pretrained(tmp_path / "soft"), device="cpu")
+    assert loaded.label_kind == "soft" and torch.equal(loaded.soft_labels, soft)
+    assert "**Soft labels.**" in (tmp_path / "soft" / "README.md").read_text() and "Labels: soft" in repr(loaded)
+    hard = FactorizedDataset.from_pretrained(tmp_path / "soft", device="cpu", soft_labels=False)
+    assert hard.label_kind == "hard" and hard[7][1] == int(dataset.labels[2])
+    plain = make_dataset().save_pretrained(tmp_path / "hard")  # no soft labels: the config as before
+    assert "soft_labels" not in (plain / "config.json").read_text() and "Soft labels" not in (plain / "README.md").read_text()
+
+
+def test_soft_labels_must_be_probabilities_per_basis():
+    for soft, message in [(_soft(5), r"\(6, 3\) tensor"), (_soft(6, 4), r"\(6, 3\) tensor"),
+                          (torch.randn(6, 3), "non-negative"), (torch.full((6, 3), 0.3), "must sum to 1")]:  # fmt: skip
+        with pytest.raises(ValueError, match=message):
+            make_dataset(soft_labels=soft)

@@ -280,6 +280,18 @@ def _padded(folder):
     _write_config(folder, config)
 
 
+def _soft_labels(make):
+    """Soft labels ``make(N)`` added to the factors and announced in the config."""
+
+    def edit(folder):
+        tensors = load_file(folder / "factors.safetensors")
+        tensors["soft_labels"] = make(len(tensors["labels"]))
+        _replace_factors(folder, tensors)
+        _edit_config(soft_labels=True)(folder)
+
+    return edit
+
+
 BAD_FOLDERS = {
     "missing config": (lambda f: (f / "config.json").unlink(), r"config.json: missing"),
     "config not json": (lambda f: (f / "config.json").write_text("{oops"), r"config.json: not valid JSON"),
@@ -317,6 +329,11 @@ BAD_FOLDERS = {
     "lr beyond float32": (_edit_config(learned_lr=1e300), r"'learned_lr' must be"),
     "eps beyond float32": (_edit_config(preprocessing__eps=1e-300), r"'eps' must be"),
     "inf in hallucinator": (_with_tensor("hallucinators.shift", lambda t: t + float("inf")), r"'hallucinators.shift' contains NaN or inf"),
+    "soft labels false": (_edit_config(soft_labels=False), r"'soft_labels' must be true when present"),
+    "soft labels announced, not stored": (_edit_config(soft_labels=True), r"holds tensors .* expected .*soft_labels"),
+    "soft labels not probabilities": (_soft_labels(lambda n: torch.randn(n, 3)), r"factors.safetensors: soft labels must be finite and non-negative"),
+    "soft labels not summing to 1": (_soft_labels(lambda n: torch.full((n, 3), 0.5)), r"must sum to 1 .* sums to 1.5"),
+    "soft labels of another shape": (_soft_labels(lambda n: torch.full((n, 4), 0.25)), r"'soft_labels' is F32 \[6, 4\], expected .*\[6, 3\]"),
 }
 
 
@@ -360,7 +377,8 @@ def test_docs_format_md_describes_the_format_the_code_reads_and_writes(saved):
 
     doc = (Path(__file__).parent.parent / "docs" / "format.md").read_text()
     config_table = doc.split("## config.json", 1)[1].split("\n## ", 1)[0]
-    assert set(re.findall(r"^\| `(\w+)` \|", config_table, re.M)) == fileformat._CONFIG_KEYS == set(_config(saved))
+    keys = set(re.findall(r"^\| `(\w+)` \|", config_table, re.M))
+    assert keys == fileformat._CONFIG_KEYS | fileformat._OPTIONAL_KEYS and fileformat._CONFIG_KEYS == set(_config(saved))
     assert f'`"{fileformat.FORMAT_NAME}"`' in config_table and f"| `{fileformat.FORMAT_VERSION}` |" in config_table
     for name in (*fileformat.OWNED, fileformat.STAGING, fileformat.PREVIEW, fileformat.DATA_FILE):
         assert f"`{name}" in doc or f"{name} " in doc, name

@@ -5,6 +5,7 @@ import json
 import numpy
 import pytest
 import torch
+from datasets import load_dataset
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torchvision.datasets import ImageFolder
@@ -109,15 +110,46 @@ def test_bad_files_are_refused_with_clear_errors(colors, make, message):
                        data_root=colors)  # fmt: skip
 
 
-def test_mtt_soft_labels_and_wrong_file_counts_are_refused(colors, capsys):
+def test_soft_labels_import_evaluate_and_round_trip_through_the_hub(colors, hub, capsys):
+    """Probabilities are kept, logits go through a softmax; evaluation trains on them and says so,
+    --hard-labels trains on their argmax; the Hub copy keeps them (and the parquet rows carry them)."""
+    torch.manual_seed(2)
+    logits = 3 * torch.randn(6, 3)
     torch.save(torch.rand(6, 3, 16, 16), colors / "images.pt")
-    torch.save(torch.rand(6, 3).softmax(1), colors / "soft.pt")
+    torch.save(logits.softmax(1), colors / "probabilities.pt")
+    torch.save(logits, colors / "logits.pt")
+    kinds = {}
+    for name in ("probabilities", "logits"):
+        kinds[name] = import_dataset("mtt", [colors / "images.pt", colors / f"{name}.pt"], dataset="colors", data_root=colors)
+        assert kinds[name].label_kind == "soft" and kinds[name].labels.tolist() == logits.argmax(1).tolist()
+        torch.testing.assert_close(kinds[name].soft_labels, logits.softmax(1))
+    assert kinds["logits"].provenance["imported"]["soft_labels"] == "logits (softmax)"
+    assert kinds["probabilities"].provenance["imported"]["soft_labels"] == "probabilities"
+    out = kinds["logits"].save_pretrained(colors / "soft")
+    for extra, labels in (([], "soft"), (["--hard-labels"], "hard")):
+        assert main(["evaluate", str(out), "--data-root", str(colors), "--runs", "1", "--epochs", "2", "--model", "ConvNetW32",
+                     "-o", str(colors / labels), *extra]) == 0  # fmt: skip
+        assert json.loads((colors / labels / "report.json").read_text())["labels"] == labels
+    assert "trained on SOFT labels" in capsys.readouterr().out
+    kinds["logits"].push_to_hub("alice/soft", token="hf_test_write")
+    back = FactorizedDataset.from_pretrained("alice/soft", device="cpu")
+    assert torch.equal(back.soft_labels, kinds["logits"].soft_labels)
+    rows = load_dataset("alice/soft", split="train")
+    assert rows.features["soft_label"].length == 3 and rows[0]["soft_label"] == pytest.approx(back.soft_labels[0].tolist())
+    export_dataset(back, "tensors", colors / "exported")
+    saved = load_file(colors / "exported" / "data.safetensors")
+    assert torch.equal(saved["labels"], back.soft_labels) and saved["classes"].tolist() == back.labels.tolist()
+    with pytest.raises(ValueError, match=r"soft labels must be 6 x 3 \(images x classes\), got \[6, 4\]"):
+        torch.save(torch.rand(6, 4), colors / "wide.pt")
+        import_dataset("mtt", [colors / "images.pt", colors / "wide.pt"], dataset="colors", data_root=colors)
+
+
+def test_wrong_images_and_file_counts_are_refused(colors, capsys):
+    torch.save(torch.rand(6, 3, 16, 16), colors / "images.pt")
     torch.save(torch.zeros(6, dtype=torch.long), colors / "labels.pt")
     torch.save(torch.zeros(6, 3, 8, 8), colors / "small.pt")
     with pytest.raises(ValueError, match=r"the files hold \(3, 8, 8\) images, colors has \(3, 16, 16\)"):
         import_dataset("mtt", [colors / "small.pt", colors / "labels.pt"], dataset="colors", data_root=colors)
-    with pytest.raises(ValueError, match="soft labels .* are not supported yet"):
-        import_dataset("mtt", [colors / "images.pt", colors / "soft.pt"], dataset="colors", data_root=colors)
     assert main(["import", "--from", "mtt", str(colors / "images.pt"), "--dataset", "colors", "--data-root", str(colors),
                  "-o", str(colors / "x")]) == 2  # fmt: skip
     assert "mtt takes IMAGES LABELS [LR]" in capsys.readouterr().err and not (colors / "x").exists()
