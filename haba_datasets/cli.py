@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -199,6 +200,8 @@ def _distill(args: argparse.Namespace) -> int:
     out = args.output or Path("runs") / f"{recipe['name']}{suffix}"
     dataset = run_recipe(recipe, out, data_root=args.data_root, experts_dir=args.experts_dir, device=args.device,
                          resume=args.resume, push=args.push)  # fmt: skip
+    if os.environ.get("RANK", "0") != "0":  # torchrun: process 0 evaluated and reports
+        return 0
     metrics = dataset.provenance["metrics"]
     print(f"{recipe['name']}: test accuracy {100 * metrics['test_accuracy']:.2f} +- {100 * metrics['test_accuracy_std']:.2f} "
           f"({metrics['runs']} runs x {metrics['epochs']} epochs), selected iteration {dataset.provenance['selected_iteration']}")
@@ -207,8 +210,6 @@ def _distill(args: argparse.Namespace) -> int:
 
 
 def _experts(args: argparse.Namespace) -> int:
-    import os
-
     from .distill.experts import train_experts
 
     out = args.output or Path("experts") / Path(args.dataset).name

@@ -230,9 +230,10 @@ def test_to_dataset_round_trips(tmp_path):
     assert plain.storage.ratio == 1.0 and plain.hallucinators.architecture == "identity"
 
 
-def run_loop(out, iterations, *, objective="dm", experts=None, resume=False, stop_at=None, monkeypatch=None):
+def run_loop(out, iterations, *, objective="dm", kind="haba", experts=None, resume=False, stop_at=None, monkeypatch=None,
+             **objective_options):  # fmt: skip
     torch.manual_seed(0)
-    synthetic, objective = make_synthetic("haba"), make_objective(objective, experts)
+    synthetic, objective = make_synthetic(kind), make_objective(objective, experts, **objective_options)
     x, y = real_images(30, seed=9)
     if stop_at is not None:
         real_step = synthetic.adversary_step

@@ -36,6 +36,7 @@ from ..evaluate import as_dataset, train_epoch
 from ..fileformat import FormatError
 from ..nets import create_net, list_nets
 from ..preprocessing import Preprocessing, list_preprocessings, preprocessing_class
+from . import distributed
 
 FORMAT_NAME = "haba-datasets/experts"
 FORMAT_VERSION = 1
@@ -92,7 +93,7 @@ def train_experts(
         raise ValueError(f"need experts, epochs, batch_size >= 1 and lr > 0; got {experts}, {epochs}, {batch_size}, {lr}")
     preprocessing_class(preprocessing)
     out = Path(out_dir)
-    rank, world, device, started = _start_distributed(device)
+    rank, world, device, started = distributed.start(device)
     try:
         real = load_real(dataset, data_root=data_root)
         settings = {"dataset": real.name, "classes": real.classes, "image_shape": list(real.image_shape), "net": net,
@@ -101,15 +102,15 @@ def train_experts(
         with torch.device("meta"):
             params = _net(settings).named_parameters()
             settings["parameters"] = [[name, list(p.shape)] for name, p in params]
-        config = _start_folder(out, settings, real, preprocessing, zca_eps, rank, world)
+        config = _start_folder(out, settings, real, preprocessing, zca_eps, rank)
         images, labels = (t.to(device) for t in as_dataset(real.train, _read_preprocessing(out, config)).tensors)
         for i in range(rank, experts, world):
             if not (out / expert_file(i)).exists():
                 _train_expert(out, i, config, images, labels, device, progress, rank if world > 1 else None)
-        _barrier(world)
+        distributed.barrier()
         if rank == 0:
             _write_index(out, {**config, "experts": _finished(out)})
-        _barrier(world)  # every process returns once the index lists every expert
+        distributed.barrier()  # every process returns once the index lists every expert
     finally:
         if started:
             dist.destroy_process_group()
@@ -169,27 +170,7 @@ def _trajectory_shape(config: dict) -> tuple[int, int]:
     return config["epochs"] + 1, config["num_parameters"]
 
 
-def _start_distributed(device: torch.device | str | None) -> tuple[int, int, torch.device, bool]:
-    """Rank, world size, device, and whether this call started the process group (under torchrun only)."""
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return 0, 1, device, False
-    if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-    started = not dist.is_initialized()
-    if started:
-        cuda = device.type == "cuda"
-        dist.init_process_group("nccl" if cuda else "gloo", device_id=device if cuda else None)
-    return dist.get_rank(), dist.get_world_size(), device, started
-
-
-def _barrier(world: int) -> None:
-    if world > 1:
-        dist.barrier()
-
-
-def _start_folder(out: Path, settings: dict, real: RealData, kind: str, eps: float, rank: int, world: int) -> dict:
+def _start_folder(out: Path, settings: dict, real: RealData, kind: str, eps: float, rank: int) -> dict:
     """Check an existing index.json against ``settings``, or (rank 0) fit the preprocessing and write one."""
     if (out / INDEX).exists():
         index = _read_index(out)
@@ -207,7 +188,7 @@ def _start_folder(out: Path, settings: dict, real: RealData, kind: str, eps: flo
             tensors = {k: t.contiguous() for k, t in prep.tensors().items()}
             fileformat.write_file(out / fileformat.PREPROCESSING, safetensors_bytes(tensors))
         _write_index(out, {**settings, "preprocessing": prep.config(), "experts": []})
-    _barrier(world)
+    distributed.barrier()
     return _read_index(out)
 
 

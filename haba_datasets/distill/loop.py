@@ -28,6 +28,7 @@ from ..augment import DSA
 from ..evaluate import Protocol, train_and_test
 from ..factorized import FactorizedDataset
 from ..preprocessing import Preprocessing
+from . import distributed
 from .objectives import Objective
 from .parameterizations import Parameterization
 
@@ -87,6 +88,10 @@ def distill(
     must match on resume, except ``schedule.iterations``: a finished or interrupted run may be
     continued to more iterations (its training then equals a run planned that long from the start;
     only the extra measurement at the former last iteration differs).
+
+    Under ``torchrun`` every process runs the loop and takes its share of each step (see
+    :mod:`.distributed`); process 0 alone validates and writes the folder, and every process
+    returns the selected dataset.
     """
     out = Path(out_dir)
     settings = json.loads(json.dumps({"schedule": asdict(schedule), **(settings or {})}))
@@ -95,14 +100,17 @@ def distill(
     modules = {"synthetic": synthetic, "objective": objective}
     saved_optimizers = [*synthetic.optimizers(), *objective.optimizers(), *synthetic.helper_optimizers()]
     state = {"iteration": 0, "best": None, "log_bytes": 0, "seconds": 0.0, "settings": settings}
+    writer = distributed.rank_and_world()[0] == 0
     if (out / CHECKPOINT).exists() or (out / LOG).exists():
         if not resume:
             raise FileExistsError(f"{out} holds an earlier run: resume it (--resume) or choose another output folder")
         if (out / CHECKPOINT).exists():
             state = _load_checkpoint(out / CHECKPOINT, modules, saved_optimizers, generator, settings)
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / LOG, "ab") as f:
-        f.truncate(state["log_bytes"])
+    distributed.barrier()  # every process has read the folder before process 0 writes to it
+    if writer:
+        out.mkdir(parents=True, exist_ok=True)
+        with open(out / LOG, "ab") as f:
+            f.truncate(state["log_bytes"])
 
     def snapshot(iteration: int, extra: dict | None = None) -> FactorizedDataset:
         return synthetic.to_dataset(classes, preprocessing=preprocessing, learned_lr=objective.learned_lr,
@@ -119,20 +127,22 @@ def distill(
             snapshot(iteration, {"val_accuracy": result.test_accuracy}).save_pretrained(out / BEST)
         return result.test_accuracy
 
-    if state["iteration"] == 0 and schedule.eval_every:
+    if state["iteration"] == 0 and schedule.eval_every and writer:
         _append(out / LOG, state, {"iteration": 0, "val_accuracy": validate(0)})
-    bar = tqdm(total=schedule.iterations, initial=state["iteration"], desc="distill", disable=not progress)
+    bar = tqdm(total=schedule.iterations, initial=state["iteration"], desc="distill", disable=not (progress and writer))
     started = time.perf_counter() - state["seconds"]
     for iteration in range(state["iteration"] + 1, schedule.iterations + 1):
         try:
             record = {"iteration": iteration, **distill_step(synthetic, objective, generator, augment)}
         except FloatingPointError as e:
             raise FloatingPointError(f"iteration {iteration}: {e}") from None
+        state["iteration"], state["seconds"] = iteration, time.perf_counter() - started
+        if not writer:
+            continue
         if schedule.due(schedule.eval_every, iteration):
             record["val_accuracy"] = validate(iteration)
         if schedule.grid_every and schedule.due(schedule.grid_every, iteration):
             snapshot(iteration).save_grid(out / "grids" / f"iter_{iteration:06d}.png")
-        state["iteration"], state["seconds"] = iteration, time.perf_counter() - started
         _append(out / LOG, state, record)
         bar.update(1)
         bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k in ("loss", "match", "lr", "cos", "val_accuracy")})
@@ -140,11 +150,15 @@ def distill(
             _save_checkpoint(out / CHECKPOINT, modules, saved_optimizers, generator, state)
             plot_progress(out / LOG, out / "progress.png")
     bar.close()
-    if state["best"] is None:  # no validation asked for: the last iteration
-        state["best"] = {"iteration": state["iteration"], "val_accuracy": None}
-        snapshot(state["iteration"]).save_pretrained(out / BEST)
-    plot_progress(out / LOG, out / "progress.png")
+    if writer:
+        if state["best"] is None:  # no validation asked for: the last iteration
+            state["best"] = {"iteration": state["iteration"], "val_accuracy": None}
+            snapshot(state["iteration"]).save_pretrained(out / BEST)
+        plot_progress(out / LOG, out / "progress.png")
+    distributed.barrier()  # best/ is written
     best = FactorizedDataset.from_pretrained(out / BEST, device="cpu", pairing="random")  # as validated
+    if not writer:  # the record process 0 kept
+        state["best"] = {"iteration": best.provenance["iteration"], "val_accuracy": best.provenance.get("val_accuracy")}
     return best, {**state["best"], "seconds": state["seconds"]}
 
 
@@ -154,7 +168,8 @@ def distill_step(synthetic: Parameterization, objective: Objective, generator: t
 
     Zero the optimisers' gradients, ``objective.loss + synthetic.regularizer``, backward, step the
     optimisers of both, ``objective.after_step()``, then ``synthetic.adversary_step``. A
-    non-finite loss raises ``FloatingPointError`` before anything is updated.
+    non-finite loss raises ``FloatingPointError`` before anything is updated. Under ``torchrun``
+    the gradients of every process's share are summed before the step.
 
     Example::
 
@@ -167,13 +182,15 @@ def distill_step(synthetic: Parameterization, objective: Objective, generator: t
     loss, record = objective.loss(synthetic, generator)
     extra, extra_record = synthetic.regularizer(augment, generator)
     total = loss if extra is None else loss + extra
-    if not math.isfinite(total.item()):
-        raise FloatingPointError(f"the loss became {total.item()}; lower the learning rates")
+    value = distributed.sum_value(total.item())  # under torchrun: the shares of every process
+    if not math.isfinite(value):
+        raise FloatingPointError(f"the loss became {value}; lower the learning rates")
     total.backward()
+    distributed.sum_gradients(p for o in optimizers for group in o.param_groups for p in group["params"])
     for optimizer in optimizers:
         optimizer.step()
     objective.after_step()
-    return {"loss": total.item(), **record, **extra_record, **synthetic.adversary_step(augment, generator)}
+    return {"loss": value, **record, **extra_record, **synthetic.adversary_step(augment, generator)}
 
 
 def _append(path: Path, state: dict, record: dict) -> None:

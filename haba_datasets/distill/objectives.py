@@ -18,6 +18,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..augment import DSA
 from ..nets import create_net
+from . import distributed
 from .experts import Experts, unflatten
 from .parameterizations import Parameterization
 
@@ -50,7 +51,8 @@ class TrajectoryMatching(Objective):
     ``theta <- theta - alpha * grad CE`` keeping the graph. ``alpha`` starts at ``lr_teacher``,
     is trained by SGD(``lr_lr``, ``lr_momentum``) and clipped at ``min_lr``. ``checkpoint=True``
     recomputes every inner step during the backward pass, so memory no longer grows with
-    ``syn_steps`` (same gradients, about one more forward per step).
+    ``syn_steps`` (same gradients, about one more forward per step). Under ``torchrun`` each
+    process runs the student on its rows of every inner batch (see :mod:`.distributed`).
     """
 
     def __init__(
@@ -96,17 +98,19 @@ class TrajectoryMatching(Objective):
             index = torch.randperm(n, generator=generator)[: self.batch_syn or n].to(self.syn_lr.device)
             x, y = synthetic.draw(index, generator)
             x = self.augment(x, generator=generator)
+            mine = distributed.rows(len(x))  # everything, outside torchrun
             if self.checkpoint:
-                theta = checkpoint(self._step, theta, self.syn_lr, x, y, use_reentrant=False)
+                theta = checkpoint(self._step, theta, self.syn_lr, x[mine], y[mine], len(x), use_reentrant=False)
             else:
-                theta = self._step(theta, self.syn_lr, x, y)
+                theta = self._step(theta, self.syn_lr, x[mine], y[mine], len(x))
         loss = (theta - target).pow(2).sum() / (start - target).pow(2).sum()
-        return loss, {"match": loss.item(), "lr": self.syn_lr.item(), "start_epoch": start_epoch}
+        return distributed.shared(loss), {"match": loss.item(), "lr": self.syn_lr.item(), "start_epoch": start_epoch}
 
-    def _step(self, theta: torch.Tensor, lr: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _step(self, theta: torch.Tensor, lr: torch.Tensor, x: torch.Tensor, y: torch.Tensor, batch: int) -> torch.Tensor:
+        """One SGD step of the student on ``x`` (this process's rows of a batch of ``batch``)."""
         logits = functional_call(self.net, unflatten(theta, self.shapes), (x,))
-        (grad,) = torch.autograd.grad(F.cross_entropy(logits, y), theta, create_graph=True)
-        return theta - lr * grad
+        (grad,) = torch.autograd.grad(F.cross_entropy(logits, y, reduction="sum") / batch, theta, create_graph=True)
+        return theta - lr * distributed.summed(grad)
 
     def optimizers(self):
         return self._optimizers
@@ -126,7 +130,8 @@ class DistributionMatching(Objective):
     ``images``/``labels`` are the real training set in model space. Each call draws
     ``batch_real`` real images per class and every synthetic item (one :meth:`draw` per class),
     applies ONE DSA draw shared by all of them (the siamese augmentation), and embeds everything in
-    one forward pass of a newly initialised, frozen ``net``.
+    one forward pass of a newly initialised, frozen ``net``. Under ``torchrun`` each process embeds
+    the classes it owns (see :mod:`.distributed`).
     """
 
     def __init__(
@@ -159,26 +164,30 @@ class DistributionMatching(Objective):
 
     def loss(self, synthetic, generator):
         net = self._fresh_net(generator)
-        real = []
-        for members in self.by_class:
+        real, syn, syn_labels = [], [], []
+        for members in self.by_class:  # every process draws for every class: the same random stream
             take = torch.randint(len(members), (self.batch_real,), generator=generator)
             real.append(self.images[members[take]])
-        syn, syn_labels = [], []
         for c in range(self.num_classes):
             index = (synthetic.labels == c).nonzero().flatten()
             x, y = synthetic.draw(index, generator)
             syn.append(x)
             syn_labels.append(y)
-        real = torch.cat(real).to(self.device)
-        syn, syn_labels = torch.cat(syn), torch.cat(syn_labels)
-        draw = self.augment.draw(1, tuple(syn.shape[2:]), device=self.device, generator=generator, shared=True)
+        draw = self.augment.draw(1, tuple(syn[0].shape[2:]), device=self.device, generator=generator, shared=True)
+        mine = [c for c in range(self.num_classes) if distributed.owns(c)]  # every class, outside torchrun
+        if not mine:  # more processes than classes: nothing to embed here
+            return syn[0].sum() * 0, {"match": distributed.sum_value(0.0)}
+        real = torch.cat([real[c] for c in mine]).to(self.device)
+        syn, syn_labels = torch.cat([syn[c] for c in mine]), torch.cat([syn_labels[c] for c in mine])
         features = net.embed(draw.apply(torch.cat([real, syn])))
-        real_mean = features[: len(real)].unflatten(0, (self.num_classes, self.batch_real)).mean(1)
-        syn_feat = features[len(real):]
-        counts = torch.bincount(syn_labels, minlength=self.num_classes).clamp(min=1).unsqueeze(1)
-        syn_mean = torch.zeros_like(real_mean).index_add(0, syn_labels, syn_feat) / counts
+        real_mean = features[: len(real)].unflatten(0, (len(mine), self.batch_real)).mean(1)
+        slot = torch.full((self.num_classes,), -1, dtype=torch.long, device=syn_labels.device)
+        slot[torch.tensor(mine, device=slot.device)] = torch.arange(len(mine), device=slot.device)
+        rows = slot[syn_labels]  # each synthetic image's row among this process's classes
+        counts = torch.bincount(rows, minlength=len(mine)).clamp(min=1).unsqueeze(1)
+        syn_mean = torch.zeros_like(real_mean).index_add(0, rows, features[len(real):]) / counts
         loss = (real_mean - syn_mean).pow(2).sum()
-        return loss, {"match": loss.item()}
+        return loss, {"match": distributed.sum_value(loss.item())}
 
 
 class TrainedDistributionMatching(DistributionMatching):

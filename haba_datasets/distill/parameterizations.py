@@ -18,6 +18,7 @@ from ..factorized import FactorizedDataset
 from ..hallucinators import create_hallucinators
 from ..nets import create_net
 from ..preprocessing import Preprocessing
+from . import distributed
 
 
 class Parameterization(nn.Module):
@@ -90,7 +91,8 @@ class HaBa(Parameterization):
     and the adversary's features ``f`` (pushes the two views apart); :meth:`adversary_step`
     trains the adversary alone on ``lambda_task * CE + lambda_sim * mean((1 - cos) / 2) +
     lambda_con * SupCon`` (pulls views together, keeps classes apart). Both use ``batch`` random
-    bases (default: all) and independent DSA draws per view.
+    bases (default: all) and independent DSA draws per view. Under ``torchrun`` every process
+    computes both whole (the adversary is small) and the gradients are averaged.
     """
 
     def __init__(
@@ -171,7 +173,7 @@ class HaBa(Parameterization):
         finally:
             self.adversary.requires_grad_(True)
         loss = self.lambdas["cos"] * ((cos + 1) / 2).mean()
-        return loss, {"cos": cos.mean().item()}
+        return distributed.shared(loss), {"cos": cos.mean().item()}
 
     def adversary_step(self, augment, generator):
         with torch.no_grad():
@@ -184,7 +186,8 @@ class HaBa(Parameterization):
         con = supcon(F.normalize(features, dim=1), labels, self.temperature)
         loss = self.lambdas["task"] * task + self.lambdas["sim"] * sim + self.lambdas["con"] * con
         self.adversary_optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        distributed.shared(loss).backward()  # every process trains the same adversary on the same views
+        distributed.sum_gradients(self.adversary.parameters())
         self.adversary_optimizer.step()
         return {"adv_task": task.item(), "adv_sim": sim.item(), "adv_con": con.item()}
 

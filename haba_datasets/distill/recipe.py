@@ -27,6 +27,7 @@ from ..evaluate import Protocol, as_dataset, evaluate, real_eval_sets
 from ..factorized import FactorizedDataset
 from ..hub import HubError
 from ..registry import Registry
+from . import distributed
 from .experts import Experts, train_experts
 from .loop import Schedule, distill
 from .objectives import DistributionMatching, Objective, TrainedDistributionMatching, TrajectoryMatching
@@ -180,9 +181,19 @@ def run_recipe(
     curves.png) and ``dataset/`` (the validation-selected dataset with its test accuracy in the
     provenance and card). Experts (MTT, dm-trained) go to ``experts_dir`` (default ``out_dir/experts``) and are
     reused or resumed when already there. ``push`` publishes ``dataset/`` to that Hub repo.
+    Under ``torchrun`` the processes share the experts and each iteration (``cuda:LOCAL_RANK`` on
+    GPUs); process 0 evaluates and writes.
     """
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    out = Path(out_dir)
+    rank, _, device, started = distributed.start(device)
+    try:
+        return _run(recipe, Path(out_dir), rank, data_root=data_root, experts_dir=experts_dir, device=device,
+                    resume=resume, push=push, progress=progress)  # fmt: skip
+    finally:
+        if started:
+            torch.distributed.destroy_process_group()
+
+
+def _run(recipe: dict, out: Path, rank: int, *, data_root, experts_dir, device, resume, push, progress) -> FactorizedDataset:
     seed = recipe["seed"]
     real = load_real(recipe["dataset"], data_root=data_root)
     experts = None
@@ -207,6 +218,8 @@ def run_recipe(
     settings = {k: recipe[k] for k in ("dataset", "ipc", "preprocessing", "parameterization", "objective")}
     best, record = distill(synthetic, objective, classes=real.classes, preprocessing=preprocessing, val=val, out_dir=out,
                            schedule=schedule, settings=settings, resume=resume, device=device, progress=progress)  # fmt: skip
+    if rank != 0:  # under torchrun, process 0 evaluates, saves and publishes
+        return best
     ev = recipe["evaluation"]
     protocol = Protocol(epochs=ev["epochs"], lr=best.learned_lr or 0.01)
     report = evaluate(best.to(device), test, num_classes=len(real.classes), runs=ev["runs"], protocol=protocol, val=val,
