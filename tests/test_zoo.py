@@ -66,3 +66,14 @@ def test_readme_dataloader_example_trains_a_classifier(tmp_path):
     assert out.returncode == 0, out.stderr
     accuracy = float(re.search(r"real test accuracy: ([\d.]+)%", out.stdout).group(1))
     assert accuracy > 45.0  # README: about 49%; random real images in the same ZCA space: 30.4%
+
+
+@pytest.mark.parametrize("name", sorted(hub.ZOO))
+def test_the_gpu_profile_is_the_papers_objective_with_only_the_expert_epochs_it_reads(name):
+    paper = load_recipe(README.parent / "recipes" / f"{name}.yaml")
+    gpu = load_recipe(README.parent / "recipes" / f"{name}.yaml", profile="gpu")
+    assert gpu["objective"] == paper["objective"] and gpu["schedule"] == paper["schedule"]
+    mtt = gpu["objective"]["mtt"]
+    assert gpu["experts"] == {**paper["experts"], "epochs": mtt["max_start_epoch"] + mtt["expert_epochs"]}
+    if gpu["ipc"] > 1:  # at IPC 1 one basis and 5 hallucinators exceed one image's storage
+        assert gpu["parameterization"]["haba"]["bases_per_class"] < gpu["ipc"]
