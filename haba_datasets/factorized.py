@@ -14,7 +14,6 @@ from typing import Callable, Literal, Sequence
 import torch
 from huggingface_hub import CommitInfo
 from PIL import Image
-from safetensors.torch import save as safetensors_bytes
 from torch.utils.data import TensorDataset
 from torchvision.datasets import VisionDataset
 from torchvision.transforms import v2
@@ -372,41 +371,10 @@ class FactorizedDataset(VisionDataset):
 
     def _format_files(self) -> tuple[dict, dict[str, bytes]]:
         """The config and the bytes of the config and tensor files (no card)."""
-        factors = {"bases": self.bases, "labels": self.labels}
-        if self.soft_labels is not None:
-            factors["soft_labels"] = self.soft_labels
-        factors.update({f"hallucinators.{k}": v for k, v in self.hallucinators.state_dict().items()})
-        prep = self.preprocessing
-        tensor_files = {fileformat.FACTORS: factors, fileformat.PREPROCESSING: prep.tensors()}
-        files = {}
-        for name, tensors in tensor_files.items():
-            tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-            bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-            if bad:
-                raise ValueError(f"refusing to save non-finite values in {bad}")
-            if tensors:
-                files[name] = safetensors_bytes(tensors)
-        config = {
-            "format": fileformat.FORMAT_NAME,
-            "format_version": fileformat.FORMAT_VERSION,
-            "image_shape": list(self.hallucinators.image_shape),
-            "basis_shape": list(self.hallucinators.basis_shape),
-            "num_bases": self.bases.shape[0],
-            "classes": self.classes,
-            "hallucinators": {
-                "architecture": self.hallucinators.architecture,
-                "count": self.hallucinators.count,
-                "options": self.hallucinators.options(),
-            },
-            "preprocessing": prep.config(),
-            "learned_lr": self.learned_lr,
-            "provenance": self.provenance,
-            "files": {name: fileformat.file_entry(data) for name, data in files.items()},
-        }
-        if self.soft_labels is not None:
-            config["soft_labels"] = True
-        files[fileformat.CONFIG] = fileformat.encode_config(config)
-        return config, files
+        return fileformat.dataset_files(
+            self.bases, self.labels, self.hallucinators, self.classes, self.preprocessing, learned_lr=self.learned_lr,
+            provenance=self.provenance, soft_labels=self.soft_labels,
+        )  # fmt: skip
 
     @classmethod
     def from_pretrained(

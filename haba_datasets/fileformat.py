@@ -1,4 +1,4 @@
-"""File format v1 of a factorized dataset: reading with validation, writing atomically.
+"""File format v1 of a factorized dataset: its files built, read with validation, written atomically.
 
 A dataset is a folder (see ``docs/format.md``)::
 
@@ -23,6 +23,7 @@ from typing import Callable
 
 import torch
 from safetensors import SafetensorError, safe_open
+from safetensors.torch import save as safetensors_bytes
 
 from .hallucinators import HallucinatorBank, create_hallucinators, list_hallucinators
 from .preprocessing import Preprocessing, finite_in_float32, list_preprocessings, preprocessing_class
@@ -97,6 +98,43 @@ def parse_json(data: bytes) -> object:
         return json.loads(data.decode("utf-8"), parse_constant=no_constants)
     except RecursionError:
         raise ValueError("nested too deeply") from None
+
+
+def dataset_files(bases: torch.Tensor, labels: torch.Tensor, hallucinators: HallucinatorBank, classes: list[str],
+                  preprocessing: Preprocessing, *, learned_lr: float | None, provenance: dict,
+                  soft_labels: torch.Tensor | None = None) -> tuple[dict, dict[str, bytes]]:  # fmt: skip
+    """The config and the bytes of ``config.json`` and the tensor files of a dataset (no card):
+    what :func:`validate_config` and the readers accept, refusing NaN/inf values."""
+    factors = {"bases": bases, "labels": labels}
+    if soft_labels is not None:
+        factors["soft_labels"] = soft_labels
+    factors.update({f"hallucinators.{k}": v for k, v in hallucinators.state_dict().items()})
+    files = {}
+    for name, tensors in {FACTORS: factors, PREPROCESSING: preprocessing.tensors()}.items():
+        tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+        bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            raise ValueError(f"refusing to save non-finite values in {bad}")
+        if tensors:
+            files[name] = safetensors_bytes(tensors)
+    config = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "image_shape": list(hallucinators.image_shape),
+        "basis_shape": list(hallucinators.basis_shape),
+        "num_bases": bases.shape[0],
+        "classes": list(classes),
+        "hallucinators": {"architecture": hallucinators.architecture, "count": hallucinators.count,
+                          "options": hallucinators.options()},  # fmt: skip
+        "preprocessing": preprocessing.config(),
+        "learned_lr": learned_lr,
+        "provenance": provenance,
+        "files": {name: file_entry(data) for name, data in files.items()},
+    }
+    if soft_labels is not None:
+        config["soft_labels"] = True
+    files[CONFIG] = encode_config(config)
+    return config, files
 
 
 def encode_config(config: dict) -> bytes:
