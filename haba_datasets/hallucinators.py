@@ -169,6 +169,34 @@ class ConvHallucinators(HallucinatorBank):
         kernel = self.decoder_weight[k].transpose(0, 1).flip(-1, -2)
         return self.resize_out(F.conv2d(z, kernel, self.decoder_bias[k], padding=2))
 
+    def module(self, k: int) -> nn.Module:
+        """Hallucinator ``k`` as a plain ``nn.Module`` (Conv2d, affine, ConvTranspose2d), a copy."""
+        if not 0 <= k < self.count:
+            raise IndexError(f"hallucinator index {k} out of range [0, {self.count})")
+        return _SingleConvHallucinator(self, k)
+
+
+class _SingleConvHallucinator(nn.Module):
+    """One :class:`ConvHallucinators` member as standard modules (the reference's per-image call)."""
+
+    def __init__(self, bank: ConvHallucinators, k: int) -> None:
+        super().__init__()
+        c, cb = bank.image_shape[0], bank.basis_shape[0]
+        device = bank.scale.device
+        self.encoder = nn.Conv2d(cb, c, 3, device=device)
+        self.decoder = nn.ConvTranspose2d(c, c, 3, device=device)
+        with torch.no_grad():
+            self.encoder.weight.copy_(bank.encoder_weight[k])
+            self.encoder.bias.copy_(bank.encoder_bias[k])
+            self.decoder.weight.copy_(bank.decoder_weight[k])
+            self.decoder.bias.copy_(bank.decoder_bias[k])
+        self.scale = nn.Parameter(bank.scale[k].detach().clone().unsqueeze(0))
+        self.shift = nn.Parameter(bank.shift[k].detach().clone().unsqueeze(0))
+        self.resize_in, self.resize_out = bank.resize_in, bank.resize_out  # they hold no parameters
+
+    def forward(self, bases: torch.Tensor) -> torch.Tensor:
+        return self.resize_out(self.decoder(self.scale * self.encoder(self.resize_in(bases)) + self.shift))
+
 
 @register_hallucinators("haba-conv-up")
 class UpsampledConvHallucinators(ConvHallucinators):
