@@ -46,12 +46,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def alternate(script: str, setting: dict, args: argparse.Namespace) -> dict[str, list[dict]]:
-    """Run ``script --one SETTING`` for each variant in a fresh process, ``args.rounds`` times in
-    alternation; returns each variant's results (the JSON line each process prints last)."""
+    """Run ``script --one SETTING`` for each variant in a fresh process (``setting["processes"]``
+    of them under torchrun), ``args.rounds`` times in alternation; returns each variant's results
+    (the JSON line each process prints last; under torchrun the slowest time and largest peak)."""
     runs: dict[str, list[dict]] = {v: [] for v in args.variants}
+    processes = setting.get("processes", 1)
+    launcher = [sys.executable] + (["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes)]
+                                   if processes > 1 else [])  # fmt: skip
     for _ in range(args.rounds):
         for variant in args.variants:
-            out = subprocess.run([sys.executable, script, "--one", json.dumps({**setting, "variant": variant})],
+            out = subprocess.run([*launcher, script, "--one", json.dumps({**setting, "variant": variant})],
                                  check=True, capture_output=True, text=True).stdout  # fmt: skip
-            runs[variant].append(json.loads(out.strip().splitlines()[-1]))
+            results = _json_objects(out)[-processes:]  # torchrun's processes may share a line
+            slowest = max(results, key=lambda r: r["seconds"])  # under torchrun: the largest of any process
+            runs[variant].append({**slowest, "peak_bytes": max(r["peak_bytes"] for r in results)})
     return runs
+
+
+def _json_objects(text: str) -> list[dict]:
+    """Every JSON object printed in ``text`` (each at the start of a line or right after another)."""
+    decoder, found, i = json.JSONDecoder(), [], 0
+    while (i := text.find("{", i)) >= 0:
+        if i and text[i - 1] not in "\n}":
+            i += 1
+            continue
+        try:
+            value, i = decoder.raw_decode(text, i)
+            found.append(value)
+        except json.JSONDecodeError:
+            i += 1
+    return found

@@ -13,7 +13,11 @@ trajectories of random parameters (timings do not depend on their values).
 
     python benchmarks/distill_step.py [--cases paper cpu] [--ipc 1 10] [--parameterizations plain haba]
         [--unrolls full checkpointed] [--no-dm] [--variants before after] [--rounds 2] [--iterations 2]
-        [--write benchmarks/README.md]
+        [--processes 1 2] [--write benchmarks/README.md]
+
+``--processes N`` runs each setting under ``torchrun`` with N processes (gloo on the CPU), the
+iteration shared as ``haba-datasets distill`` shares it; time and peak memory are the largest of
+any one process.
 """
 
 from __future__ import annotations
@@ -75,12 +79,13 @@ def one(setting: dict) -> dict:
     """Time ``iterations`` steps of one setting and variant (run in a fresh subprocess)."""
     apply(setting["variant"])
     from haba_datasets.augment import DSA
+    from haba_datasets.distill import distributed
     from haba_datasets.distill.loop import distill_step
     from haba_datasets.distill.recipe import build_objective, build_synthetic, items_per_class
 
     recipe = _recipe(setting)
     torch.manual_seed(0)
-    device = torch.device(setting["device"])
+    _, _, device, _ = distributed.start(setting["device"])
     n = items_per_class(recipe) * len(CLASSES)
     init, labels = torch.randn(n, *SHAPE), torch.arange(len(CLASSES)).repeat_interleave(n // len(CLASSES))
     real = SimpleNamespace(classes=CLASSES, train=SimpleNamespace(labels=torch.arange(len(CLASSES)).repeat(500)))
@@ -122,9 +127,10 @@ def settings(args) -> list[dict]:
             for objective, checkpoint in objectives:
                 for parameterization in args.parameterizations:
                     profile = {"paper": None, "cpu": "cpu-dm" if objective == "dm" else "cpu"}[case]
-                    out.append({"case": case, "ipc": ipc, "profile": profile, "objective": objective,
-                                "checkpoint": checkpoint, "parameterization": parameterization,
-                                "iterations": args.iterations, "device": args.device})  # fmt: skip
+                    for processes in args.processes:
+                        out.append({"case": case, "ipc": ipc, "profile": profile, "objective": objective,
+                                    "checkpoint": checkpoint, "parameterization": parameterization,
+                                    "iterations": args.iterations, "device": args.device, "processes": processes})  # fmt: skip
     return out
 
 
@@ -137,6 +143,7 @@ def main() -> None:
     parser.add_argument("--no-dm", dest="dm", action="store_false", help="skip DM (measured in the cpu case)")
     parser.add_argument("--iterations", type=int, default=2, help="timed iterations per process (median)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--processes", type=int, nargs="+", default=[1], help="torchrun processes per setting")
     add_arguments(parser)
     args = parser.parse_args()
     if args.one:
@@ -172,8 +179,8 @@ def _table(rows: list[dict], args) -> str:
         f"and `after_step` included); best of {args.rounds} alternating rounds, each the median of "
         f"{args.iterations} iterations after a warm-up, in a fresh process.",
         "",
-        f"| case | IPC | objective | inner steps | width | items | parameterisation | {head}{ratio} |",
-        "|---" * (7 + len(variants) + (len(variants) > 1)) + "|",
+        f"| case | IPC | objective | inner steps | width | items | parameterisation | processes | {head}{ratio} |",
+        "|---" * (8 + len(variants) + (len(variants) > 1)) + "|",
     ]
     for best in rows:
         r = best[variants[0]]
@@ -182,7 +189,7 @@ def _table(rows: list[dict], args) -> str:
         if len(variants) > 1:
             cells += f" | {best[variants[-1]]['seconds'] / best[variants[0]]['seconds']:.2f}x"
         lines.append(f"| {r['case']} | {r['ipc']} | {objective} | {r['syn_steps'] or '-'} | {r['width']} | {r['items']} | "
-                     f"{r['parameterization']} | {cells} |")  # fmt: skip
+                     f"{r['parameterization']} | {r.get('processes', 1)} | {cells} |")  # fmt: skip
     return "\n".join(lines)
 
 

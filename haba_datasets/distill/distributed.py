@@ -69,11 +69,23 @@ def owns(index: int) -> bool:
 
 def summed(tensor: torch.Tensor) -> torch.Tensor:
     """The sum of ``tensor`` over the processes, differentiable (its backward sums the gradients too)."""
-    if rank_and_world()[1] == 1:
-        return tensor
-    from torch.distributed.nn.functional import all_reduce
+    return tensor if rank_and_world()[1] == 1 else _Summed.apply(tensor)
 
-    return all_reduce(tensor)
+
+class _Summed(torch.autograd.Function):
+    """All-reduce (sum) whose gradient is the all-reduce of the incoming gradients."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        out = tensor.clone()
+        dist.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
 
 
 def shared(loss: torch.Tensor) -> torch.Tensor:
