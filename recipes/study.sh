@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# What limits accuracy at CPU budgets: CIFAR-10, HaBa on MTT, a recipe's `cpu` profile changed ONE
-# factor at a time. Baselines: compare.sh's c10-ipc10-mtt-haba (IPC 10) and zoo.sh's cifar10-ipc1 (IPC 1).
+# What limits accuracy at CPU budgets: CIFAR-10, HaBa on MTT (and on DM), a recipe's `cpu` (`cpu-dm`) profile
+# changed ONE factor at a time. Baselines: compare.sh's c10-ipc10-mtt-haba (IPC 10) and zoo.sh's cifar10-ipc1 (IPC 1).
 # Every run: 300 iterations, validation (100-epoch protocol) every 50, the best iteration on the
 # validation split kept, then 1 run x 500 epochs of the final protocol. Resumable: a finished run is
 # skipped, an interrupted one continues from its checkpoint. One thread per job.
@@ -14,7 +14,8 @@ export HABA_DATA_ROOT="${1:-../shared/data}" OMP_NUM_THREADS="${OMP_NUM_THREADS:
 shift || true
 results=recipes/results/study
 haba=parameterization.haba mf="parameterization.haba.architecture=haba-conv-up parameterization.haba.basis_factor=2"
-# run -> "recipe experts-folder setting=value ..." (experts: 4 x 6 epochs of width 32 unless the settings say)
+# run -> "recipe[@profile] experts-folder setting=value ..." (profile: cpu unless named; experts: 4 x 6 epochs of
+# width 32 unless the settings say; folder "-": none, for DM)
 declare -A runs=(
     # multi-formation: bases at 16x16 (4 per image slot: 36 per class, the storage of 9 full-size ones),
     # each inner step on 90 of the 360 bases (the baseline's batch, so the same cost per iteration)
@@ -31,6 +32,10 @@ declare -A runs=(
     # width-64 continued from its iteration-300 checkpoint to 600 iterations (the curve still rose at 300)
     [width-64-600]="cifar10-ipc10 cifar10-w64 experts.net_options.width=64 schedule.iterations=600"
     [experts-16]="cifar10-ipc10 cifar10-e16 experts.count=16"
+    # DM (baselines: compare.sh's c10-ipc10-dm-haba and c10-ipc10-dm-plain): the hallucinators' lr 10x smaller
+    [dm-lr-hallucinators-0.001]="cifar10-ipc10@cpu-dm - $haba.lr_hallucinators=0.001"
+    # DM on multi-formation bases, the layers at 16x16 (39 bases per class, as mf2-basis)
+    [dm-mf2-basis]="cifar10-ipc10@cpu-dm - $mf $haba.hallucinator_options.at=basis $haba.bases_per_class=39"
     # experts trained 16 epochs instead of 6, start epochs 0-11 instead of 0-3 (the targets reach epoch 13 of 16)
     [long-experts]="cifar10-ipc10 cifar10-e4x16 experts.epochs=16 objective.mtt.max_start_epoch=12"
     # the same with the student's step size starting at 0.05 (what the baseline learns by iteration 300), not 0.01
@@ -42,10 +47,12 @@ declare -A runs=(
     [ipc1-mf2-basis]="cifar10-ipc1 cifar10-ipc10-cpu experts.epochs=6 $mf $haba.hallucinator_options.at=basis
                       $haba.bases_per_class=3"
     [ipc1-steps-50]="cifar10-ipc1 cifar10-ipc10-cpu experts.epochs=6 objective.mtt.syn_steps=50"  # the paper's
+    [ipc1-width-64]="cifar10-ipc1 cifar10-w64 experts.epochs=6 experts.net_options.width=64"  # as width-64 at IPC 10
 )
 # a run that continues another: its folder starts as a copy of that run's (checkpoint, log, best/, grids/)
 declare -A continues=([width-64-600]=width-64)
-order=(mf2 long-experts long-experts-lr mf2-basis width-64 width-64-600 lr-bases-1000 ipc1-plain ipc1-mf2-basis ipc1-steps-50 steps-40 start-2 experts-16 mf2-all)
+order=(mf2 long-experts long-experts-lr mf2-basis width-64 width-64-600 lr-bases-1000 ipc1-plain ipc1-mf2-basis ipc1-steps-50 ipc1-width-64 steps-40 start-2 experts-16 mf2-all
+       dm-lr-hallucinators-0.001 dm-mf2-basis)
 train_experts() {  # experts folder, count, width, epochs: trained first and timed (recipes/results/study/experts/<folder>.json)
     local folder=$1 count=$2 width=$3 epochs=$4 start=$SECONDS finished
     finished=$(python -c "import sys; from haba_datasets.distill.experts import Experts; print(len(Experts.open(sys.argv[1]).ids))" \
@@ -69,7 +76,9 @@ for name in "${@:-${order[@]}}"; do
     fi
     [[ -v "runs[$name]" ]] || { echo "unknown run $name (known: ${order[*]})" >&2; exit 2; }
     read -r recipe folder sets <<< "$(echo ${runs[$name]})"
-    run=runs/study/$name args=() count=4 width=32 epochs=6
+    run=runs/study/$name args=() count=4 width=32 epochs=6 profile=cpu
+    [[ $recipe == *@* ]] && profile=${recipe#*@} recipe=${recipe%@*}
+    [[ $folder == - ]] || args+=(--experts-dir "runs/experts/$folder")
     for kv in $sets; do args+=(--set "$kv"); done
     [[ $sets == *experts.count=16* ]] && count=16
     [[ $sets == *width=64* ]] && width=64
@@ -79,10 +88,12 @@ for name in "${@:-${order[@]}}"; do
         [[ -f $from/checkpoint.safetensors ]] || { echo "$name continues ${continues[$name]}: run that first" >&2; exit 2; }
         mkdir -p "$run.partial" && cp -r $from/{checkpoint.safetensors,log.jsonl,best,grids} "$run.partial/" && mv "$run.partial" "$run"
     fi
-    [[ -f $run/summary.json ]] || { train_experts "$folder" $count $width $epochs; haba-datasets distill "recipes/$recipe.yaml" \
-        --profile cpu --set evaluation.runs=1 "${args[@]}" --experts-dir "runs/experts/$folder" -o "$run" --resume; }
+    if [[ ! -f $run/summary.json ]]; then
+        [[ $folder == - ]] || train_experts "$folder" $count $width $epochs
+        haba-datasets distill "recipes/$recipe.yaml" --profile $profile --set evaluation.runs=1 "${args[@]}" -o "$run" --resume
+    fi
     mkdir -p "$results/$name/evaluation"
     cp $run/{summary.json,log.jsonl,progress.png,dataset-grid.png} "$results/$name/"
     cp $run/evaluation/{report.json,curves.png} "$results/$name/evaluation/"
-    cp "$results/experts/$folder.json" "$results/$name/experts.json"
+    [[ $folder == - ]] || cp "$results/experts/$folder.json" "$results/$name/experts.json"
 done
