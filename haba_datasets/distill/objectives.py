@@ -164,28 +164,24 @@ class DistributionMatching(Objective):
 
     def loss(self, synthetic, generator):
         net = self._fresh_net(generator)
-        real, syn, syn_labels = [], [], []
+        real, syn = [], []
         for members in self.by_class:  # every process draws for every class: the same random stream
             take = torch.randint(len(members), (self.batch_real,), generator=generator)
             real.append(self.images[members[take]])
         for c in range(self.num_classes):
             index = (synthetic.labels == c).nonzero().flatten()
-            x, y = synthetic.draw(index, generator)
-            syn.append(x)
-            syn_labels.append(y)
+            syn.append(synthetic.draw(index, generator)[0])
         draw = self.augment.draw(1, tuple(syn[0].shape[2:]), device=self.device, generator=generator, shared=True)
         mine = [c for c in range(self.num_classes) if distributed.owns(c)]  # every class, outside torchrun
         if not mine:  # more processes than classes: nothing to embed here
             return syn[0].sum() * 0, {"match": distributed.sum_value(0.0)}
         real = torch.cat([real[c] for c in mine]).to(self.device)
-        syn, syn_labels = torch.cat([syn[c] for c in mine]), torch.cat([syn_labels[c] for c in mine])
+        sizes = torch.tensor([len(syn[c]) for c in mine], device=self.device)
+        syn = torch.cat([syn[c] for c in mine])
         features = net.embed(draw.apply(torch.cat([real, syn])))
         real_mean = features[: len(real)].unflatten(0, (len(mine), self.batch_real)).mean(1)
-        slot = torch.full((self.num_classes,), -1, dtype=torch.long, device=syn_labels.device)
-        slot[torch.tensor(mine, device=slot.device)] = torch.arange(len(mine), device=slot.device)
-        rows = slot[syn_labels]  # each synthetic image's row among this process's classes
-        counts = torch.bincount(rows, minlength=len(mine)).clamp(min=1).unsqueeze(1)
-        syn_mean = torch.zeros_like(real_mean).index_add(0, rows, features[len(real):]) / counts
+        rows = torch.arange(len(mine), device=self.device).repeat_interleave(sizes)  # each image's class among mine
+        syn_mean = torch.zeros_like(real_mean).index_add(0, rows, features[len(real):]) / sizes.clamp(min=1).unsqueeze(1)
         loss = (real_mean - syn_mean).pow(2).sum()
         return loss, {"match": distributed.sum_value(loss.item())}
 
