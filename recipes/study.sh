@@ -31,6 +31,8 @@ declare -A runs=(
     [width-64]="cifar10-ipc10 cifar10-w64 experts.net_options.width=64"  # experts and student (the adversary: 32)
     # width-64 continued from its iteration-300 checkpoint to 600 iterations (the curve still rose at 300)
     [width-64-600]="cifar10-ipc10 cifar10-w64 experts.net_options.width=64 schedule.iterations=600"
+    # the zoo's cifar10-ipc10 (width 64, 600 iterations) with plain images: the equal-budget baseline of that entry
+    [zoo-plain]="cifar10-ipc10@zoo cifar10-w64 experts.net_options.width=64 parameterization.kind=plain"
     [experts-16]="cifar10-ipc10 cifar10-e16 experts.count=16"
     # DM (baselines: compare.sh's c10-ipc10-dm-haba and c10-ipc10-dm-plain): the hallucinators' lr 10x smaller
     [dm-lr-hallucinators-0.001]="cifar10-ipc10@cpu-dm - $haba.lr_hallucinators=0.001"
@@ -51,7 +53,7 @@ declare -A runs=(
 )
 # a run that continues another: its folder starts as a copy of that run's (checkpoint, log, best/, grids/)
 declare -A continues=([width-64-600]=width-64)
-order=(mf2 long-experts long-experts-lr mf2-basis width-64 width-64-600 lr-bases-1000 ipc1-plain ipc1-mf2-basis ipc1-steps-50 ipc1-width-64 steps-40 start-2 experts-16 mf2-all
+order=(mf2 long-experts long-experts-lr mf2-basis width-64 width-64-600 lr-bases-1000 ipc1-plain ipc1-mf2-basis ipc1-steps-50 ipc1-width-64 zoo-plain steps-40 start-2 experts-16 mf2-all
        dm-lr-hallucinators-0.001 dm-mf2-basis)
 train_experts() {  # experts folder, count, width, epochs: trained first and timed (recipes/results/study/experts/<folder>.json)
     local folder=$1 count=$2 width=$3 epochs=$4 start=$SECONDS finished
