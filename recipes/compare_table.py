@@ -10,17 +10,17 @@ from pathlib import Path
 
 from haba_datasets import create_hallucinators
 
-SHAPE, CLASSES = (3, 32, 32), 10
+SHAPES, CLASSES = {"cifar10": (3, 32, 32), "fashion_mnist": (1, 28, 28)}, 10
 
 
 def stored_values(recipe: dict) -> int:
     """Values a dataset of this recipe stores: images, or bases plus hallucinator parameters."""
-    section = recipe["parameterization"]
+    section, shape = recipe["parameterization"], SHAPES[recipe["dataset"]]
     if section["kind"] == "plain":
-        return recipe["ipc"] * CLASSES * math.prod(SHAPE)
+        return recipe["ipc"] * CLASSES * math.prod(shape)
     haba = section["haba"]
-    bank = create_hallucinators("haba-conv", haba["hallucinators"], SHAPE, SHAPE, device="meta")
-    return haba["bases_per_class"] * CLASSES * math.prod(SHAPE) + sum(p.numel() for p in bank.parameters())
+    bank = create_hallucinators("haba-conv", haba["hallucinators"], shape, shape, device="meta")
+    return haba["bases_per_class"] * CLASSES * math.prod(shape) + sum(p.numel() for p in bank.parameters())
 
 
 def main(folder: str) -> None:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # What limits accuracy at CPU budgets: CIFAR-10, HaBa on MTT (and on DM), a recipe's `cpu` (`cpu-dm`) profile
-# changed ONE factor at a time. Baselines: compare.sh's c10-ipc10-mtt-haba (IPC 10) and zoo.sh's cifar10-ipc1 (IPC 1).
+# changed ONE factor at a time. Baselines: compare.sh's c10-ipc10-mtt-haba (IPC 10) and zoo.sh's cifar10-ipc1 (IPC 1);
+# a run of a recipe's `zoo` profile changes one factor of that zoo entry (plain images at its budget).
 # Every run: 300 iterations, validation (100-epoch protocol) every 50, the best iteration on the
 # validation split kept, then 1 run x 500 epochs of the final protocol. Resumable: a finished run is
 # skipped, an interrupted one continues from its checkpoint. One thread per job.
@@ -26,18 +27,27 @@ declare -A runs=(
                  objective.mtt.batch_syn=90"
     [mf2-all]="cifar10-ipc10 cifar10-ipc10-cpu $mf $haba.bases_per_class=36"  # all 360 bases in every inner step
     [lr-bases-1000]="cifar10-ipc10 cifar10-ipc10-cpu $haba.lr_bases=1000"
+    [lr-hallucinators-10]="cifar10-ipc10 cifar10-ipc10-cpu $haba.lr_hallucinators=10"
+    [init-default]="cifar10-ipc10 cifar10-ipc10-cpu $haba.hallucinator_options.init=default"  # the reference's init
     [steps-40]="cifar10-ipc10 cifar10-ipc10-cpu objective.mtt.syn_steps=40"
     [start-2]="cifar10-ipc10 cifar10-ipc10-cpu objective.mtt.max_start_epoch=2"
     [width-64]="cifar10-ipc10 cifar10-w64 experts.net_options.width=64"  # experts and student (the adversary: 32)
     # width-64 continued from its iteration-300 checkpoint to 600 iterations (the curve still rose at 300)
     [width-64-600]="cifar10-ipc10 cifar10-w64 experts.net_options.width=64 schedule.iterations=600"
     # the zoo's cifar10-ipc10 (width 64, 600 iterations) with plain images: the equal-budget baseline of that entry
-    [zoo-plain]="cifar10-ipc10@zoo cifar10-w64 experts.net_options.width=64 parameterization.kind=plain"
+    [zoo-plain]="cifar10-ipc10@zoo cifar10-w64 parameterization.kind=plain"
+    # plain images at the storage of the other HaBa zoo entries (IPC 1: 2 images per class, 1.05x the HaBa entry's storage)
+    [ipc1-plain-2]="cifar10-ipc1@zoo cifar10-ipc10-cpu parameterization.kind=plain ipc=2"
+    [fmnist-ipc10-plain]="fashion_mnist-ipc10@zoo fashion_mnist-cpu parameterization.kind=plain"
+    [fmnist-ipc1-plain-2]="fashion_mnist-ipc1@zoo fashion_mnist-cpu parameterization.kind=plain ipc=2"
     [experts-16]="cifar10-ipc10 cifar10-e16 experts.count=16"
     # DM (baselines: compare.sh's c10-ipc10-dm-haba and c10-ipc10-dm-plain): the hallucinators' lr 10x smaller
     [dm-lr-hallucinators-0.001]="cifar10-ipc10@cpu-dm - $haba.lr_hallucinators=0.001"
     # DM on multi-formation bases, the layers at 16x16 (39 bases per class, as mf2-basis)
     [dm-mf2-basis]="cifar10-ipc10@cpu-dm - $mf $haba.hallucinator_options.at=basis $haba.bases_per_class=39"
+    # the two together: multi-formation bases at 16x16 and the hallucinators' lr 10x smaller
+    [dm-mf2-basis-lr-0.001]="cifar10-ipc10@cpu-dm - $mf $haba.hallucinator_options.at=basis $haba.bases_per_class=39
+                             $haba.lr_hallucinators=0.001"
     # experts trained 16 epochs instead of 6, start epochs 0-11 instead of 0-3 (the targets reach epoch 13 of 16)
     [long-experts]="cifar10-ipc10 cifar10-e4x16 experts.epochs=16 objective.mtt.max_start_epoch=12"
     # the same with the student's step size starting at 0.05 (what the baseline learns by iteration 300), not 0.01
@@ -53,17 +63,27 @@ declare -A runs=(
 )
 # a run that continues another: its folder starts as a copy of that run's (checkpoint, log, best/, grids/)
 declare -A continues=([width-64-600]=width-64)
-order=(mf2 long-experts long-experts-lr mf2-basis width-64 width-64-600 lr-bases-1000 ipc1-plain ipc1-mf2-basis ipc1-steps-50 ipc1-width-64 zoo-plain steps-40 start-2 experts-16 mf2-all
-       dm-lr-hallucinators-0.001 dm-mf2-basis)
-train_experts() {  # experts folder, count, width, epochs: trained first and timed (recipes/results/study/experts/<folder>.json)
-    local folder=$1 count=$2 width=$3 epochs=$4 start=$SECONDS finished
+order=(mf2 long-experts long-experts-lr mf2-basis width-64 width-64-600 lr-bases-1000 lr-hallucinators-10 init-default ipc1-plain ipc1-mf2-basis ipc1-steps-50 ipc1-width-64 zoo-plain ipc1-plain-2 fmnist-ipc10-plain fmnist-ipc1-plain-2 steps-40 start-2 experts-16 mf2-all
+       dm-lr-hallucinators-0.001 dm-mf2-basis dm-mf2-basis-lr-0.001)
+train_experts() {  # experts folder, recipe, profile, settings: the run's experts trained first and timed
+    local folder=$1 start=$SECONDS finished dataset count epochs width preprocessing
+    # what the run's resolved recipe asks for (the CLI's own --set parsing)
+    read -r dataset count epochs width preprocessing < <(python - "${@:2}" <<'PY'
+import sys, yaml
+from haba_datasets.distill.recipe import load_recipe
+recipe, profile, *sets = sys.argv[1:]
+r = load_recipe(f"recipes/{recipe}.yaml", profile=profile, overrides={k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in sets)})
+e = r["experts"]
+print(r["dataset"], e["count"], e["epochs"], e.get("net_options", {}).get("width", 128), r["preprocessing"])
+PY
+)
     finished=$(python -c "import sys; from haba_datasets.distill.experts import Experts; print(len(Experts.open(sys.argv[1]).ids))" \
         "runs/experts/$folder" 2>/dev/null) || finished=0
     (( finished >= count )) && return
     # 16 experts: the first 4 are the cpu profile's (an expert depends on (seed, index) only), 12 more are trained
     [[ $count -le 4 || -d runs/experts/$folder ]] || cp -r runs/experts/cifar10-ipc10-cpu "runs/experts/$folder"
-    haba-datasets experts --dataset cifar10 --experts "$count" --epochs "$epochs" --width "$width" --preprocessing zca --seed 0 \
-        -o "runs/experts/$folder"
+    haba-datasets experts --dataset "$dataset" --experts "$count" --epochs "$epochs" --width "$width" \
+        --preprocessing "$preprocessing" --seed 0 -o "runs/experts/$folder"
     local log=$results/experts/$folder.json spent=0
     mkdir -p "$results/experts"
     [[ -f $log ]] && spent=$(python -c "import json, sys; print(json.load(open(sys.argv[1]))['seconds'])" "$log")
@@ -78,20 +98,17 @@ for name in "${@:-${order[@]}}"; do
     fi
     [[ -v "runs[$name]" ]] || { echo "unknown run $name (known: ${order[*]})" >&2; exit 2; }
     read -r recipe folder sets <<< "$(echo ${runs[$name]})"
-    run=runs/study/$name args=() count=4 width=32 epochs=6 profile=cpu
+    run=runs/study/$name args=() profile=cpu
     [[ $recipe == *@* ]] && profile=${recipe#*@} recipe=${recipe%@*}
     [[ $folder == - ]] || args+=(--experts-dir "runs/experts/$folder")
     for kv in $sets; do args+=(--set "$kv"); done
-    [[ $sets == *experts.count=16* ]] && count=16
-    [[ $sets == *width=64* ]] && width=64
-    [[ $sets == *experts.epochs=16* ]] && epochs=16
     if [[ -v "continues[$name]" && ! -d $run ]]; then
         from=runs/study/${continues[$name]}
         [[ -f $from/checkpoint.safetensors ]] || { echo "$name continues ${continues[$name]}: run that first" >&2; exit 2; }
         mkdir -p "$run.partial" && cp -r $from/{checkpoint.safetensors,log.jsonl,best,grids} "$run.partial/" && mv "$run.partial" "$run"
     fi
     if [[ ! -f $run/summary.json ]]; then
-        [[ $folder == - ]] || train_experts "$folder" $count $width $epochs
+        [[ $folder == - ]] || train_experts "$folder" "$recipe" "$profile" $sets
         haba-datasets distill "recipes/$recipe.yaml" --profile $profile --set evaluation.runs=1 "${args[@]}" -o "$run" --resume
     fi
     mkdir -p "$results/$name/evaluation"

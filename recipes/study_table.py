@@ -18,18 +18,25 @@ from compare_table import stored_values  # recipes/ is this script's folder
 from haba_datasets.distill.recipe import load_recipe
 
 COMPARE = Path("recipes/results/compare")
-# (recipe, profile) -> the runs every study run of that recipe and profile changes one factor of (MTT: the same
-# experts, 4 x 6 epochs of width 32; DM: HaBa and the plain images it must beat)
-BASELINES = {("cifar10-ipc10", "cpu"): [COMPARE / "c10-ipc10-mtt-haba"],
-             ("cifar10-ipc1", "cpu"): [Path("recipes/results/zoo/cifar10-ipc1/run")],
-             ("cifar10-ipc10", "cpu-dm"): [COMPARE / "c10-ipc10-dm-haba", COMPARE / "c10-ipc10-dm-plain"]}  # fmt: skip
-BASELINE_EXPERTS = Path("recipes/results/study/experts/cifar10-ipc10-cpu.json")  # the study's copy of those, timed
+ZOO = Path("recipes/results/zoo")
+EXPERTS = Path("recipes/results/study/experts")  # the study's timed experts (recipes/study.sh's train_experts)
+# (recipe, profile) -> the runs every study run of that recipe and profile changes one factor of, each with the
+# timing of the experts it used (MTT: 4 x 6 epochs of width 32, or 64 for the zoo's cifar10-ipc10; DM: none, and
+# the baselines are HaBa and the plain images it must beat)
+BASELINES = {("cifar10-ipc10", "cpu"): [(COMPARE / "c10-ipc10-mtt-haba", EXPERTS / "cifar10-ipc10-cpu.json")],
+             ("cifar10-ipc1", "cpu"): [(ZOO / "cifar10-ipc1/run", EXPERTS / "cifar10-ipc10-cpu.json")],
+             ("cifar10-ipc10", "zoo"): [(ZOO / "cifar10-ipc10/run", EXPERTS / "cifar10-w64.json")],
+             ("cifar10-ipc1", "zoo"): [(ZOO / "cifar10-ipc1/run", EXPERTS / "cifar10-ipc10-cpu.json")],
+             ("fashion_mnist-ipc10", "zoo"): [(ZOO / "fashion_mnist-ipc10/run", EXPERTS / "fashion_mnist-cpu.json")],
+             ("fashion_mnist-ipc1", "zoo"): [(ZOO / "fashion_mnist-ipc1/run", EXPERTS / "fashion_mnist-cpu.json")],
+             ("cifar10-ipc10", "cpu-dm"): [(COMPARE / "c10-ipc10-dm-haba", None), (COMPARE / "c10-ipc10-dm-plain", None)]}  # fmt: skip
 # the baselines' datasets measured with the card's protocol (3 runs x 500 epochs)
 BASELINE_SEEDS = {("cifar10-ipc10", "cpu"): {"baseline": COMPARE / "seeds/mtt-haba/report.json"},
-                  ("cifar10-ipc1", "cpu"): {"baseline": Path("recipes/results/zoo/cifar10-ipc1/report.json")},
+                  ("cifar10-ipc1", "cpu"): {"baseline": ZOO / "cifar10-ipc1/report.json"},
+                  **{(name, "zoo"): {f"baseline (the zoo's {name})": ZOO / name / "report.json"}
+                     for name in ("cifar10-ipc10", "cifar10-ipc1", "fashion_mnist-ipc10", "fashion_mnist-ipc1")},
                   ("cifar10-ipc10", "cpu-dm"): {"baseline": COMPARE / "seeds/dm-haba/report.json",
                                                 "baseline (plain images)": COMPARE / "seeds/dm-plain/report.json"}}  # fmt: skip
-
 
 def key(summary: dict) -> tuple[str, str]:
     return summary["name"], summary["recipe"]["profile"]
@@ -58,9 +65,14 @@ def row(folder: Path, experts: Path | None) -> str:
     if experts is None:
         expert_h, expert_cell = 0.0, "-"
     else:
-        cost, width = json.loads(experts.read_text()), recipe["experts"].get("net_options", {}).get("width")
-        expert_h = cost["seconds"] * cost["threads"] / 3600
-        expert_cell = f"{recipe['experts']['count']} x {recipe['experts']['epochs']}, width {width}: {expert_h:.2f} h"
+        width = recipe["experts"].get("net_options", {}).get("width")
+        expert_cell = f"{recipe['experts']['count']} x {recipe['experts']['epochs']}, width {width}: "
+        if experts.exists():
+            cost = json.loads(experts.read_text())
+            expert_h = cost["seconds"] * cost["threads"] / 3600
+            expert_cell += f"{expert_h:.2f} h"
+        else:  # trained outside the study (zoo.sh), not timed
+            expert_h, expert_cell = 0.0, expert_cell + "not timed"
     distill_h = budget["distill_seconds"] / 3600  # one thread
     final = json.loads((folder / "evaluation" / "report.json").read_text())
     val_final, test = final["val_accuracy"]["runs"][0], final["test_accuracy"]["runs"][0]
@@ -78,8 +90,8 @@ def main(folder: str) -> None:
     print("|---|---|---|---|---|---|---|---|---|---|")
     runs = sorted(Path(folder).glob("*/summary.json"), key=lambda p: p.parent.name)
     for setting, baselines in BASELINES.items():
-        for baseline in baselines:
-            print(row(baseline, BASELINE_EXPERTS if setting[1] == "cpu" else None))
+        for baseline, experts in baselines:
+            print(row(baseline, experts))
         for path in runs:
             if key(json.loads(path.read_text())) == setting:
                 experts = path.parent / "experts.json"
