@@ -43,6 +43,8 @@ declare -A runs=(
     [experts-16]="cifar10-ipc10 cifar10-e16 experts.count=16"
     # DM (baselines: compare.sh's c10-ipc10-dm-haba and c10-ipc10-dm-plain): the hallucinators' lr 10x smaller
     [dm-lr-hallucinators-0.001]="cifar10-ipc10@cpu-dm - $haba.lr_hallucinators=0.001"
+    # DM with the hallucinators' diversity term scaled to the DM loss (about 20; the cosine term is at most 0.1 x 1)
+    [dm-lambda-cos-10]="cifar10-ipc10@cpu-dm - $haba.lambda_cos=10"
     # DM on multi-formation bases, the layers at 16x16 (39 bases per class, as mf2-basis)
     [dm-mf2-basis]="cifar10-ipc10@cpu-dm - $mf $haba.hallucinator_options.at=basis $haba.bases_per_class=39"
     # the two together: multi-formation bases at 16x16 and the hallucinators' lr 10x smaller
@@ -64,7 +66,7 @@ declare -A runs=(
 # a run that continues another: its folder starts as a copy of that run's (checkpoint, log, best/, grids/)
 declare -A continues=([width-64-600]=width-64)
 order=(mf2 long-experts long-experts-lr mf2-basis width-64 width-64-600 lr-bases-1000 lr-hallucinators-10 init-default ipc1-plain ipc1-mf2-basis ipc1-steps-50 ipc1-width-64 zoo-plain ipc1-plain-2 fmnist-ipc10-plain fmnist-ipc1-plain-2 steps-40 start-2 experts-16 mf2-all
-       dm-lr-hallucinators-0.001 dm-mf2-basis dm-mf2-basis-lr-0.001)
+       dm-lr-hallucinators-0.001 dm-mf2-basis dm-mf2-basis-lr-0.001 dm-lambda-cos-10)
 train_experts() {  # experts folder, recipe, profile, settings: the run's experts trained first and timed
     local folder=$1 start=$SECONDS finished dataset count epochs width preprocessing
     # what the run's resolved recipe asks for (the CLI's own --set parsing)
