@@ -29,12 +29,13 @@ BASELINES = {("cifar10-ipc10", "cpu"): [(COMPARE / "c10-ipc10-mtt-haba", EXPERTS
              ("cifar10-ipc1", "zoo"): [(ZOO / "cifar10-ipc1/run", EXPERTS / "cifar10-ipc10-cpu.json")],
              ("fashion_mnist-ipc10", "zoo"): [(ZOO / "fashion_mnist-ipc10/run", EXPERTS / "fashion_mnist-cpu.json")],
              ("fashion_mnist-ipc1", "zoo"): [(ZOO / "fashion_mnist-ipc1/run", EXPERTS / "fashion_mnist-cpu.json")],
-             ("cifar10-ipc10", "cpu-dm"): [(COMPARE / "c10-ipc10-dm-haba", None), (COMPARE / "c10-ipc10-dm-plain", None)]}  # fmt: skip
+             ("cifar10-ipc10", "cpu-dm"): [(COMPARE / "c10-ipc10-dm-haba", None), (COMPARE / "c10-ipc10-dm-plain", None)],
+             ("cifar10-ipc50", "zoo"): [(ZOO / "cifar10-ipc50/run", None)]}  # fmt: skip
 # the baselines' datasets measured with the card's protocol (3 runs x 500 epochs)
 BASELINE_SEEDS = {("cifar10-ipc10", "cpu"): {"baseline": COMPARE / "seeds/mtt-haba/report.json"},
                   ("cifar10-ipc1", "cpu"): {"baseline": ZOO / "cifar10-ipc1/report.json"},
                   **{(name, "zoo"): {f"baseline (the zoo's {name})": ZOO / name / "report.json"}
-                     for name in ("cifar10-ipc10", "cifar10-ipc1", "fashion_mnist-ipc10", "fashion_mnist-ipc1")},
+                     for name in ("cifar10-ipc10", "cifar10-ipc1", "cifar10-ipc50", "fashion_mnist-ipc10", "fashion_mnist-ipc1")},
                   ("cifar10-ipc10", "cpu-dm"): {"baseline": COMPARE / "seeds/dm-haba/report.json",
                                                 "baseline (plain images)": COMPARE / "seeds/dm-plain/report.json"}}  # fmt: skip
 
@@ -86,7 +87,8 @@ def main(folder: str) -> None:
     print("| recipe (profile) | changed (against the profile) | stored values | experts: count x epochs, CPU-hours | "
           "iterations: time per iteration (in-loop validation included), CPU-hours | validation % from iteration 0, every 50 "
           "(MTT) or 200 (DM) | selected iteration "
-          "(validation %) | validation %, 1 x 500 | test %, 1 x 500 | CPU-hours in all |")
+          "(validation %) | validation %, final evaluation (1 x 500 epochs; IPC 50: 1 x 300) | test %, the same | "
+          "CPU-hours in all |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     runs = sorted(Path(folder).glob("*/summary.json"), key=lambda p: p.parent.name)
     for setting, baselines in BASELINES.items():
