@@ -50,6 +50,9 @@ declare -A runs=(
     # the two together: multi-formation bases at 16x16 and the hallucinators' lr 10x smaller
     [dm-mf2-basis-lr-0.001]="cifar10-ipc10@cpu-dm - $mf $haba.hallucinator_options.at=basis $haba.bases_per_class=39
                              $haba.lr_hallucinators=0.001"
+    # continued from its iteration-800 checkpoint to 1,600 iterations (its validation still rose at 800)
+    [dm-mf2-basis-lr-0.001-1600]="cifar10-ipc10@cpu-dm - $mf $haba.hallucinator_options.at=basis $haba.bases_per_class=39
+                                  $haba.lr_hallucinators=0.001 schedule.iterations=1600"
     # the control: the same with the hallucinators frozen near the identity (multi-formation alone, as IDC)
     [dm-mf2-basis-frozen]="cifar10-ipc10@cpu-dm - $mf $haba.hallucinator_options.at=basis $haba.bases_per_class=39
                            $haba.lr_hallucinators=0"
@@ -71,9 +74,9 @@ declare -A runs=(
     [ipc1-width-64]="cifar10-ipc1 cifar10-w64 experts.epochs=6 experts.net_options.width=64"  # as width-64 at IPC 10
 )
 # a run that continues another: its folder starts as a copy of that run's (checkpoint, log, best/, grids/)
-declare -A continues=([width-64-600]=width-64)
+declare -A continues=([width-64-600]=width-64 [dm-mf2-basis-lr-0.001-1600]=dm-mf2-basis-lr-0.001)
 order=(mf2 long-experts long-experts-lr mf2-basis width-64 width-64-600 lr-bases-1000 lr-hallucinators-10 init-default ipc1-plain ipc1-mf2-basis ipc1-steps-50 ipc1-width-64 zoo-plain ipc1-plain-2 fmnist-ipc10-plain fmnist-ipc1-plain-2 steps-40 start-2 experts-16 mf2-all
-       dm-lr-hallucinators-0.001 dm-mf2-basis dm-mf2-basis-lr-0.001 dm-mf2-basis-frozen dm-lambda-cos-10 ipc50-dm-mf2-basis-lr-0.001)
+       dm-lr-hallucinators-0.001 dm-mf2-basis dm-mf2-basis-lr-0.001 dm-mf2-basis-lr-0.001-1600 dm-mf2-basis-frozen dm-lambda-cos-10 ipc50-dm-mf2-basis-lr-0.001)
 train_experts() {  # experts folder, recipe, profile, settings: the run's experts trained first and timed
     local folder=$1 start=$SECONDS finished dataset count epochs width preprocessing
     # what the run's resolved recipe asks for (the CLI's own --set parsing)
