@@ -38,6 +38,9 @@ declare -A runs=(
     [zoo-plain]="cifar10-ipc10@zoo cifar10-w64 parameterization.kind=plain"
     # plain images at the storage of the other HaBa zoo entries (IPC 1: 2 images per class, 1.05x the HaBa entry's storage)
     [ipc1-plain-2]="cifar10-ipc1@zoo cifar10-ipc10-cpu parameterization.kind=plain ipc=2"
+    # HaBa at that storage the other way: 7 bases of 16x16 per class + 5 hallucinators with layers at 16x16,
+    # 60,480 values (0.98x 2 images per class, 1.03x the zoo's cifar10-ipc1)
+    [ipc1-mf2-basis-7]="cifar10-ipc1@zoo cifar10-ipc10-cpu $mf $haba.hallucinator_options.at=basis $haba.bases_per_class=7"
     [fmnist-ipc10-plain]="fashion_mnist-ipc10@zoo fashion_mnist-cpu parameterization.kind=plain"
     [fmnist-ipc1-plain-2]="fashion_mnist-ipc1@zoo fashion_mnist-cpu parameterization.kind=plain ipc=2"
     [experts-16]="cifar10-ipc10 cifar10-e16 experts.count=16"
@@ -75,7 +78,7 @@ declare -A runs=(
 )
 # a run that continues another: its folder starts as a copy of that run's (checkpoint, log, best/, grids/)
 declare -A continues=([width-64-600]=width-64 [dm-mf2-basis-lr-0.001-1600]=dm-mf2-basis-lr-0.001)
-order=(mf2 long-experts long-experts-lr mf2-basis width-64 width-64-600 lr-bases-1000 lr-hallucinators-10 init-default ipc1-plain ipc1-mf2-basis ipc1-steps-50 ipc1-width-64 zoo-plain ipc1-plain-2 fmnist-ipc10-plain fmnist-ipc1-plain-2 steps-40 start-2 experts-16 mf2-all
+order=(mf2 long-experts long-experts-lr mf2-basis width-64 width-64-600 lr-bases-1000 lr-hallucinators-10 init-default ipc1-plain ipc1-mf2-basis ipc1-steps-50 ipc1-width-64 zoo-plain ipc1-plain-2 ipc1-mf2-basis-7 fmnist-ipc10-plain fmnist-ipc1-plain-2 steps-40 start-2 experts-16 mf2-all
        dm-lr-hallucinators-0.001 dm-mf2-basis dm-mf2-basis-lr-0.001 dm-mf2-basis-lr-0.001-1600 dm-mf2-basis-frozen dm-lambda-cos-10 ipc50-dm-mf2-basis-lr-0.001)
 train_experts() {  # experts folder, recipe, profile, settings: the run's experts trained first and timed
     local folder=$1 start=$SECONDS finished dataset count epochs width preprocessing
@@ -96,10 +99,12 @@ PY
     [[ $count -le 4 || -d runs/experts/$folder ]] || cp -r runs/experts/cifar10-ipc10-cpu "runs/experts/$folder"
     haba-datasets experts --dataset "$dataset" --experts "$count" --epochs "$epochs" --width "$width" \
         --preprocessing "$preprocessing" --seed 0 -o "runs/experts/$folder"
-    local log=$results/experts/$folder.json spent=0
-    mkdir -p "$results/experts"
-    [[ -f $log ]] && spent=$(python -c "import json, sys; print(json.load(open(sys.argv[1]))['seconds'])" "$log")
+    # the time on this machine (a resumed training adds to it) goes with every run that uses these experts; the
+    # study's shared record (the baselines' cost) keeps its first measurement
+    local log=runs/experts/$folder.timing.json spent=0
+    (( finished > 0 )) && [[ -f $log ]] && spent=$(python -c "import json, sys; print(json.load(open(sys.argv[1]))['seconds'])" "$log")
     echo "{\"experts\": $count, \"epochs\": $epochs, \"width\": $width, \"threads\": $OMP_NUM_THREADS, \"seconds\": $((spent + SECONDS - start))}" > "$log"
+    mkdir -p "$results/experts" && { [[ -f $results/experts/$folder.json ]] || cp "$log" "$results/experts/$folder.json"; }
 }
 for name in "${@:-${order[@]}}"; do
     if [[ $name == *:seeds ]]; then  # RUN:seeds confirms RUN's selected dataset with the card's protocol (3 x 500)
@@ -126,5 +131,6 @@ for name in "${@:-${order[@]}}"; do
     mkdir -p "$results/$name/evaluation"
     cp $run/{summary.json,log.jsonl,progress.png,dataset-grid.png} "$results/$name/"
     cp $run/evaluation/{report.json,curves.png} "$results/$name/evaluation/"
-    [[ $folder == - ]] || cp "$results/experts/$folder.json" "$results/$name/experts.json"
+    timing=runs/experts/$folder.timing.json  # absent for experts trained outside the study (zoo.sh): not timed
+    [[ ! -f $timing ]] || cp "$timing" "$results/$name/experts.json"
 done
