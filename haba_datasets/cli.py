@@ -182,18 +182,10 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _distill(args: argparse.Namespace) -> int:
-    import yaml
-
-    from .distill.recipe import load_recipe, run_recipe
+    from .distill.recipe import load_recipe, parse_overrides, run_recipe
 
     try:
-        overrides = {}
-        for item in args.set:
-            key, sep, value = item.partition("=")
-            if not sep or not key:
-                raise ValueError(f"--set takes KEY=VALUE, got {item!r}")
-            overrides[key] = yaml.safe_load(value)
-        recipe = load_recipe(args.recipe, profile=args.profile, overrides=overrides)
+        recipe = load_recipe(args.recipe, profile=args.profile, overrides=parse_overrides(args.set))
     except ValueError as err:  # what load_recipe says of a bad recipe or --set
         raise UsageError(err) from None
     suffix = "".join(f"-{v}" for v in (args.profile, recipe["parameterization"]["kind"], recipe["objective"]["kind"]) if v)

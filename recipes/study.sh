@@ -82,12 +82,12 @@ order=(mf2 long-experts long-experts-lr mf2-basis width-64 width-64-600 lr-bases
        dm-lr-hallucinators-0.001 dm-mf2-basis dm-mf2-basis-lr-0.001 dm-mf2-basis-lr-0.001-1600 dm-mf2-basis-frozen dm-lambda-cos-10 ipc50-dm-mf2-basis-lr-0.001)
 train_experts() {  # experts folder, recipe, profile, settings: the run's experts trained first and timed
     local folder=$1 start=$SECONDS finished dataset count epochs width preprocessing
-    # what the run's resolved recipe asks for (the CLI's own --set parsing)
+    # what the run's resolved recipe asks for (read as `haba-datasets distill` reads it)
     read -r dataset count epochs width preprocessing < <(python - "${@:2}" <<'PY'
-import sys, yaml
-from haba_datasets.distill.recipe import load_recipe
+import sys
+from haba_datasets.distill.recipe import load_recipe, parse_overrides
 recipe, profile, *sets = sys.argv[1:]
-r = load_recipe(f"recipes/{recipe}.yaml", profile=profile, overrides={k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in sets)})
+r = load_recipe(f"recipes/{recipe}.yaml", profile=profile, overrides=parse_overrides(sets))
 e = r["experts"]
 print(r["dataset"], e["count"], e["epochs"], e.get("net_options", {}).get("width", 128), r["preprocessing"])
 PY
@@ -132,5 +132,5 @@ for name in "${@:-${order[@]}}"; do
     cp $run/{summary.json,log.jsonl,progress.png,dataset-grid.png} "$results/$name/"
     cp $run/evaluation/{report.json,curves.png} "$results/$name/evaluation/"
     timing=runs/experts/$folder.timing.json  # absent for experts trained outside the study (zoo.sh): not timed
-    [[ ! -f $timing ]] || cp "$timing" "$results/$name/experts.json"
+    [[ $folder == - || ! -f $timing ]] || cp "$timing" "$results/$name/experts.json"
 done

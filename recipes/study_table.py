@@ -39,6 +39,7 @@ BASELINE_SEEDS = {("cifar10-ipc10", "cpu"): {"baseline": COMPARE / "seeds/mtt-ha
                   ("cifar10-ipc10", "cpu-dm"): {"baseline": COMPARE / "seeds/dm-haba/report.json",
                                                 "baseline (plain images)": COMPARE / "seeds/dm-plain/report.json"}}  # fmt: skip
 
+
 def key(summary: dict) -> tuple[str, str]:
     return summary["name"], summary["recipe"]["profile"]
 

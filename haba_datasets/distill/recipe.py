@@ -41,6 +41,17 @@ _REQUIRED = _KEYS - {"experts", "reference", "profiles"}
 _WITH_EXPERTS = ("mtt", "dm-trained")  # objectives that read expert trajectories
 
 
+def parse_overrides(items: list[str]) -> dict:
+    """``["objective.kind=dm", ...]`` (the CLI's ``--set``) -> ``{"objective.kind": "dm", ...}``, values read as YAML."""
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set takes KEY=VALUE, got {item!r}")
+        overrides[key] = yaml.safe_load(value)
+    return overrides
+
+
 def load_recipe(path: str | Path, *, profile: str | None = None, overrides: dict | None = None) -> dict:
     """Read a recipe, apply ``profile`` and ``overrides`` (dotted keys), and check its structure."""
     path = Path(path)
