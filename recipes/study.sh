@@ -59,10 +59,7 @@ declare -A runs=(
     # the control: the same with the hallucinators frozen near the identity (multi-formation alone, as IDC)
     [dm-mf2-basis-frozen]="cifar10-ipc10@cpu-dm - $mf $haba.hallucinator_options.at=basis $haba.bases_per_class=39
                            $haba.lr_hallucinators=0"
-    # the same at IPC 50 against the zoo's plain DM cifar10-ipc50 (its profile, HaBa instead of plain images):
-    # 199 bases of 16x16 per class + 5 hallucinators = 1,535,040 values (0.999x 50 images per class)
-    [ipc50-dm-mf2-basis-lr-0.001]="cifar10-ipc50@zoo - parameterization.kind=haba $mf $haba.hallucinator_options.at=basis
-                                   $haba.bases_per_class=199 $haba.lr_hallucinators=0.001"
+    # (the same at IPC 50 is the `zoo` profile of recipes/cifar10-ipc50.yaml, made by recipes/zoo.sh)
     # experts trained 16 epochs instead of 6, start epochs 0-11 instead of 0-3 (the targets reach epoch 13 of 16)
     [long-experts]="cifar10-ipc10 cifar10-e4x16 experts.epochs=16 objective.mtt.max_start_epoch=12"
     # the same with the student's step size starting at 0.05 (what the baseline learns by iteration 300), not 0.01
@@ -79,7 +76,7 @@ declare -A runs=(
 # a run that continues another: its folder starts as a copy of that run's (checkpoint, log, best/, grids/)
 declare -A continues=([width-64-600]=width-64 [dm-mf2-basis-lr-0.001-1600]=dm-mf2-basis-lr-0.001)
 order=(mf2 long-experts long-experts-lr mf2-basis width-64 width-64-600 lr-bases-1000 lr-hallucinators-10 init-default ipc1-plain ipc1-mf2-basis ipc1-steps-50 ipc1-width-64 zoo-plain ipc1-plain-2 ipc1-mf2-basis-7 fmnist-ipc10-plain fmnist-ipc1-plain-2 steps-40 start-2 experts-16 mf2-all
-       dm-lr-hallucinators-0.001 dm-mf2-basis dm-mf2-basis-lr-0.001 dm-mf2-basis-lr-0.001-1600 dm-mf2-basis-frozen dm-lambda-cos-10 ipc50-dm-mf2-basis-lr-0.001)
+       dm-lr-hallucinators-0.001 dm-mf2-basis dm-mf2-basis-lr-0.001 dm-mf2-basis-lr-0.001-1600 dm-mf2-basis-frozen dm-lambda-cos-10)
 train_experts() {  # experts folder, recipe, profile, settings: the run's experts trained first and timed
     local folder=$1 start=$SECONDS finished dataset count epochs width preprocessing
     # what the run's resolved recipe asks for (read as `haba-datasets distill` reads it)

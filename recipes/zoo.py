@@ -3,7 +3,6 @@
     python recipes/zoo.py bundle NAME RUN_DIR --runs 3 --epochs 500 [--zca-rank 512]
     haba-datasets evaluate NAME --data-root ../shared/data -o recipes/results/zoo/NAME
     python recipes/zoo.py record NAME recipes/results/zoo/NAME/report.json
-    python recipes/zoo.py choose RUN_DIR RUN_DIR ...   (prints the run with the best validation accuracy)
     python recipes/zoo.py record-cross NAME REPORT --command "haba-datasets evaluate NAME --models ..."
 
 ``bundle`` copies ``RUN_DIR/dataset`` to ``haba_datasets/zoo/NAME``: the same factors, the ZCA
@@ -69,11 +68,6 @@ def record_cross(name: str, report_path: Path, command: str) -> Path:
     return dataset.save_pretrained(ZOO_DIR / name)
 
 
-def choose(runs: list[Path]) -> Path:
-    """The run whose final evaluation has the highest validation accuracy (the test split is not read)."""
-    return max(runs, key=lambda run: json.loads((run / "evaluation" / "report.json").read_text())["val_accuracy"]["mean"])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -90,17 +84,13 @@ def main() -> None:
     p.add_argument("name", choices=sorted(ZOO))
     p.add_argument("report", type=Path, help="report.json of `haba-datasets evaluate NAME --models ...`")
     p.add_argument("--command", dest="command_line", required=True, help="the evaluate command that wrote the report")
-    p = sub.add_parser("choose")
-    p.add_argument("runs", type=Path, nargs="+", help="`haba-datasets distill` output folders")
     args = parser.parse_args()
     if args.command == "bundle":
         print("wrote", bundle(args.name, args.run, args.runs, args.epochs, args.zca_rank))
     elif args.command == "record":
         print("wrote", record(args.name, args.report))
-    elif args.command == "record-cross":
-        print("wrote", record_cross(args.name, args.report, args.command_line))
     else:
-        print(choose(args.runs))
+        print("wrote", record_cross(args.name, args.report, args.command_line))
 
 
 if __name__ == "__main__":

@@ -11,13 +11,15 @@ cd "$(dirname "$0")/.."
 root="${1:-../shared/data}"
 export HABA_DATA_ROOT="$root"
 cifar=runs/experts/cifar10-ipc10-cpu fmnist=runs/experts/fashion_mnist-cpu w64=runs/experts/cifar10-w64
-distill() {  # run folder, recipe name, profile, experts folder
-    [[ -f $1/summary.json ]] || haba-datasets distill recipes/$2.yaml --profile "$3" --experts-dir "$4" -o "$1" --resume
+distill() {  # run folder, recipe name, profile, experts folder (-: none, for DM)
+    local experts=(--experts-dir "$4")
+    [[ $4 != - ]] || experts=()
+    [[ -f $1/summary.json ]] || haba-datasets distill recipes/$2.yaml --profile "$3" "${experts[@]}" -o "$1" --resume
 }
-keep() {  # a run's small results: run folder, destination
-    mkdir -p "$2/evaluation"
+keep() {  # a run's small results: run folder, destination (its final evaluation, when it ran one)
+    mkdir -p "$2"
     cp $1/{summary.json,log.jsonl,progress.png,dataset-grid.png} "$2/"
-    cp $1/evaluation/{report.json,curves.png} "$2/evaluation/"
+    [[ ! -d $1/evaluation ]] || { mkdir -p "$2/evaluation" && cp $1/evaluation/{report.json,curves.png} "$2/evaluation/"; }
 }
 publish() {  # name, run folder, runs, epochs
     local name=$1 run=$2 out=recipes/results/zoo/$1
@@ -28,17 +30,12 @@ publish() {  # name, run folder, runs, epochs
 }
 distill runs/zoo/cifar10-ipc10 cifar10-ipc10 zoo $w64  # experts and student of width 64
 distill runs/zoo/cifar10-ipc1 cifar10-ipc1 zoo $cifar
-# IPC 50: two candidates, plain images on DM (`zoo`) and HaBa on MTT (`zoo-haba-mtt`); the zoo keeps the one
-# with the higher validation accuracy in its final evaluation (1 x 300 epochs; see recipes/README.md)
-distill runs/zoo/cifar10-ipc50-dm-plain cifar10-ipc50 zoo $cifar
-distill runs/zoo/cifar10-ipc50 cifar10-ipc50 zoo-haba-mtt $cifar
-ipc50=$(python recipes/zoo.py choose runs/zoo/cifar10-ipc50 runs/zoo/cifar10-ipc50-dm-plain)
+distill runs/zoo/cifar10-ipc50 cifar10-ipc50 zoo -  # HaBa on DM: no experts
 distill runs/zoo/fashion_mnist-ipc10 fashion_mnist-ipc10 zoo $fmnist
 distill runs/zoo/fashion_mnist-ipc1 fashion_mnist-ipc1 zoo $fmnist
 publish cifar10-ipc10 runs/zoo/cifar10-ipc10 3 500
 publish cifar10-ipc1 runs/zoo/cifar10-ipc1 3 500
 publish fashion_mnist-ipc10 runs/zoo/fashion_mnist-ipc10 3 500
 publish fashion_mnist-ipc1 runs/zoo/fashion_mnist-ipc1 3 500
-publish cifar10-ipc50 "$ipc50" 3 300
-keep runs/zoo/cifar10-ipc50 recipes/results/zoo/cifar10-ipc50/candidate-haba-mtt
+publish cifar10-ipc50 runs/zoo/cifar10-ipc50 3 300
 python recipes/zoo_table.py

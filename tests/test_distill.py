@@ -401,6 +401,16 @@ def test_recipe_runs_end_to_end(tmp_path, objective):
         assert (saved.learned_lr is not None) == (objective == "mtt")
 
 
+def test_a_recipe_without_final_evaluation_keeps_only_the_validation(tmp_path):
+    """``evaluation.runs: 0`` (a zoo entry is measured as bundled): no test run, no test accuracy claimed."""
+    tiny_real(tmp_path / "colors")
+    recipe = load_recipe(write_recipe(tmp_path / "r.yaml"), profile="cpu", overrides={"evaluation.runs": 0})
+    run_recipe(recipe, tmp_path / "out", progress=False)
+    metrics = FactorizedDataset.from_pretrained(tmp_path / "out" / "dataset", device="cpu").provenance["metrics"]
+    assert not (tmp_path / "out" / "evaluation").exists() and "test_accuracy" not in metrics
+    assert 0 <= metrics["val_accuracy"] <= 1 and json.loads((tmp_path / "out" / "summary.json").read_text())["metrics"] == metrics
+
+
 def test_recipe_with_smaller_bases_trains_and_saves_them(tmp_path):
     """basis_factor 2: bases at half the image size, area-averaged real images to start with,
     hallucinators that upsample; what is saved stores (and counts) the small bases."""

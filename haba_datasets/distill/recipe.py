@@ -189,8 +189,8 @@ def run_recipe(
     """Run a recipe (see :func:`load_recipe`) into ``out_dir``; return the published dataset.
 
     ``out_dir`` receives the distillation run (see :mod:`.loop`), ``evaluation/`` (report.json,
-    curves.png) and ``dataset/`` (the validation-selected dataset with its test accuracy in the
-    provenance and card). Experts (MTT, dm-trained) go to ``experts_dir`` (default ``out_dir/experts``) and are
+    curves.png; none when ``evaluation.runs`` is 0) and ``dataset/`` (the validation-selected dataset
+    with its test accuracy in the provenance and card). Experts (MTT, dm-trained) go to ``experts_dir`` (default ``out_dir/experts``) and are
     reused or resumed when already there. ``push`` publishes ``dataset/`` to that Hub repo.
     Under ``torchrun`` the processes share the experts and each iteration (``cuda:LOCAL_RANK`` on
     GPUs); process 0 evaluates and writes.
@@ -232,10 +232,14 @@ def _run(recipe: dict, out: Path, rank: int, *, data_root, experts_dir, device, 
     if rank != 0:  # under torchrun, process 0 evaluates, saves and publishes
         return best
     ev = recipe["evaluation"]
-    protocol = Protocol(epochs=ev["epochs"], lr=best.learned_lr or 0.01)
-    report = evaluate(best.to(device), test, num_classes=len(real.classes), runs=ev["runs"], protocol=protocol, val=val,
-                      seed=seed, device=device, setting={"train": recipe["name"]}, progress=progress)  # fmt: skip
-    report.save(out / "evaluation")
+    metrics = {"val_accuracy": record["val_accuracy"], "model": "ConvNet"}
+    if ev["runs"]:  # 0: no final evaluation (a zoo entry is measured as bundled, recipes/zoo.sh)
+        protocol = Protocol(epochs=ev["epochs"], lr=best.learned_lr or 0.01)
+        report = evaluate(best.to(device), test, num_classes=len(real.classes), runs=ev["runs"], protocol=protocol,
+                          val=val, seed=seed, device=device, setting={"train": recipe["name"]}, progress=progress)  # fmt: skip
+        report.save(out / "evaluation")
+        metrics.update(test_accuracy=report.mean, test_accuracy_std=report.std, runs=ev["runs"], epochs=ev["epochs"])
+        logger.info("test accuracy %s", report)
     best.provenance = {
         "name": recipe["name"],
         "dataset": recipe["dataset"],
@@ -244,13 +248,12 @@ def _run(recipe: dict, out: Path, rank: int, *, data_root, experts_dir, device, 
                    "device": str(device), "experts": len(experts.ids) if experts else None,
                    "stored_values": best.storage.total_values},
         "selected_iteration": record["iteration"],
-        "metrics": {"val_accuracy": record["val_accuracy"], "test_accuracy": report.mean, "test_accuracy_std": report.std,
-                    "runs": ev["runs"], "epochs": ev["epochs"], "model": "ConvNet"},
+        "metrics": metrics,
         "reference": recipe.get("reference", {}),
     }  # fmt: skip
     best.save_pretrained(out / "dataset")
     best.save_grid(out / "dataset-grid.png")
-    logger.info("wrote %s (test accuracy %s)", out / "dataset", report)
+    logger.info("wrote %s", out / "dataset")
     fileformat.write_file(out / "summary.json", (json.dumps(best.provenance, indent=2) + "\n").encode())
     if push:
         try:
