@@ -12,26 +12,9 @@ from pathlib import Path
 from haba_datasets.hub import ZOO, ZOO_DIR
 
 RESULTS = Path(__file__).parent / "results"
-BASELINES = "bash recipes/baselines.sh"
-COMPARE = "bash recipes/compare.sh"
-#: Baselines per zoo setting: (what, evaluation report folder, the command that wrote it, the run with its budget).
-MEASURED = {
-    "cifar10-ipc1": [("random real images (normalize)", "baselines/cifar10-ipc1", BASELINES, None)],
-    "cifar10-ipc10": [
-        ("random real images (normalize)", "baselines/cifar10-ipc10", BASELINES, None),
-        ("random real images (ZCA)", "compare/c10-ipc10-random-zca", COMPARE, None),
-        ("plain images, MTT (`cpu`)", "compare/seeds/mtt-plain", COMPARE, "compare/c10-ipc10-mtt-plain"),
-        ("plain images, DM (`cpu-dm`)", "compare/seeds/dm-plain", COMPARE, "compare/c10-ipc10-dm-plain"),
-        ("HaBa, DM (`cpu-dm`)", "compare/seeds/dm-haba", COMPARE, "compare/c10-ipc10-dm-haba"),
-    ],
-    "cifar10-ipc50": [
-        ("random real images (normalize)", "baselines/cifar10-ipc50", BASELINES, None),
-        ("HaBa, MTT (`cpu`, 200 iterations): the candidate not kept", "zoo/cifar10-ipc50/candidate-haba-mtt/evaluation",
-         "bash recipes/zoo.sh", "zoo/cifar10-ipc50/candidate-haba-mtt"),
-    ],
-    "fashion_mnist-ipc1": [("random real images (normalize)", "baselines/fmnist-ipc1", BASELINES, None)],
-    "fashion_mnist-ipc10": [("random real images (normalize)", "baselines/fmnist-ipc10", BASELINES, None)],
-}
+#: Rows beside each zoo entry: what was trained, its evaluation report folder, the command that wrote it and (if
+#: distilled) the run whose summary gives the budget; recorded as data in results/zoo/baselines.json.
+MEASURED = json.loads((RESULTS / "zoo" / "baselines.json").read_text())
 
 
 def accuracy(mean: float, std: float, runs: int, epochs: int) -> str:
@@ -80,8 +63,9 @@ def main() -> None:
         budget = distilled(prov["budget"], prov["selected_iteration"], m["val_accuracy"])
         print(f"| {name} | {what} | **{accuracy(m['test_accuracy'], m['test_accuracy_std'], m['runs'], m['epochs'])}** | "
               f"{published} | {budget} | `{m['command']}` |")  # fmt: skip
-        for what, folder, command, run in MEASURED[name]:
-            report = json.loads((RESULTS / folder / "report.json").read_text())
+        for row in MEASURED[name]:
+            what, command, run = row["what"], row["command"], row.get("run")
+            report = json.loads((RESULTS / row["report"] / "report.json").read_text())
             acc = report["test_accuracy"]
             budget = f"evaluation {report['seconds'] / 60:.0f} min"
             if run:
