@@ -41,6 +41,9 @@ declare -A runs=(
     # HaBa at that storage the other way: 7 bases of 16x16 per class + 5 hallucinators with layers at 16x16,
     # 60,480 values (0.98x 2 images per class, 1.03x the zoo's cifar10-ipc1)
     [ipc1-mf2-basis-7]="cifar10-ipc1@zoo cifar10-ipc10-cpu $mf $haba.hallucinator_options.at=basis $haba.bases_per_class=7"
+    # the same with the hallucinators' lr 10x smaller (what made HaBa win on DM): do they drift on MTT too?
+    [ipc1-mf2-basis-7-lr-10]="cifar10-ipc1@zoo cifar10-ipc10-cpu $mf $haba.hallucinator_options.at=basis
+                              $haba.bases_per_class=7 $haba.lr_hallucinators=10"
     [fmnist-ipc10-plain]="fashion_mnist-ipc10@zoo fashion_mnist-cpu parameterization.kind=plain"
     [fmnist-ipc1-plain-2]="fashion_mnist-ipc1@zoo fashion_mnist-cpu parameterization.kind=plain ipc=2"
     [experts-16]="cifar10-ipc10 cifar10-e16 experts.count=16"
@@ -75,7 +78,7 @@ declare -A runs=(
 )
 # a run that continues another: its folder starts as a copy of that run's (checkpoint, log, best/, grids/)
 declare -A continues=([width-64-600]=width-64 [dm-mf2-basis-lr-0.001-1600]=dm-mf2-basis-lr-0.001)
-order=(mf2 long-experts long-experts-lr mf2-basis width-64 width-64-600 lr-bases-1000 lr-hallucinators-10 init-default ipc1-plain ipc1-mf2-basis ipc1-steps-50 ipc1-width-64 zoo-plain ipc1-plain-2 ipc1-mf2-basis-7 fmnist-ipc10-plain fmnist-ipc1-plain-2 steps-40 start-2 experts-16 mf2-all
+order=(mf2 long-experts long-experts-lr mf2-basis width-64 width-64-600 lr-bases-1000 lr-hallucinators-10 init-default ipc1-plain ipc1-mf2-basis ipc1-steps-50 ipc1-width-64 zoo-plain ipc1-plain-2 ipc1-mf2-basis-7 ipc1-mf2-basis-7-lr-10 fmnist-ipc10-plain fmnist-ipc1-plain-2 steps-40 start-2 experts-16 mf2-all
        dm-lr-hallucinators-0.001 dm-mf2-basis dm-mf2-basis-lr-0.001 dm-mf2-basis-lr-0.001-1600 dm-mf2-basis-frozen dm-lambda-cos-10)
 train_experts() {  # experts folder, recipe, profile, settings: the run's experts trained first and timed
     local folder=$1 start=$SECONDS finished dataset count epochs width preprocessing

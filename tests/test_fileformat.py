@@ -104,6 +104,14 @@ def _files(folder):
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+def test_atomic_writes_get_the_permissions_open_would_give(tmp_path):
+    """Reports, summaries and checkpoints are readable by whoever may read the folder (not mkstemp's 0o600)."""
+    fileformat.write_file(tmp_path / "atomic.json", b"{}")
+    (tmp_path / "plain.json").write_bytes(b"{}")
+    assert (tmp_path / "atomic.json").stat().st_mode == (tmp_path / "plain.json").stat().st_mode
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["atomic.json", "plain.json"]
+
+
 def test_save_replaces_only_the_formats_files(tmp_path, saved):
     (saved / ".git").mkdir()
     (saved / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
