@@ -30,12 +30,17 @@ BASELINES = {("cifar10-ipc10", "cpu"): [(COMPARE / "c10-ipc10-mtt-haba", EXPERTS
              ("fashion_mnist-ipc10", "zoo"): [(ZOO / "fashion_mnist-ipc10/run", EXPERTS / "fashion_mnist-cpu.json")],
              ("fashion_mnist-ipc1", "zoo"): [(ZOO / "fashion_mnist-ipc1/run", EXPERTS / "fashion_mnist-cpu.json")],
              ("cifar10-ipc10", "cpu-dm"): [(COMPARE / "c10-ipc10-dm-haba", None), (COMPARE / "c10-ipc10-dm-plain", None)],
-             ("cifar10-ipc50", "zoo"): [(ZOO / "cifar10-ipc50/run", None)]}  # fmt: skip
+             # the HaBa entry (no final evaluation in its run: its card is below) and the plain DM entry it replaced, made
+             # as `zoo` on 2026-11-24, whose settings are now the `zoo-plain` profile
+             ("cifar10-ipc50", "zoo"): [(ZOO / "cifar10-ipc50/run", None),
+                                        (ZOO / "cifar10-ipc50/replaced-dm-plain/run", None, "zoo-plain")]}  # fmt: skip
 # the baselines' datasets measured with the card's protocol (3 runs x 500 epochs)
 BASELINE_SEEDS = {("cifar10-ipc10", "cpu"): {"baseline": COMPARE / "seeds/mtt-haba/report.json"},
                   ("cifar10-ipc1", "cpu"): {"baseline": ZOO / "cifar10-ipc1/report.json"},
                   **{(name, "zoo"): {f"baseline (the zoo's {name})": ZOO / name / "report.json"}
                      for name in ("cifar10-ipc10", "cifar10-ipc1", "cifar10-ipc50", "fashion_mnist-ipc10", "fashion_mnist-ipc1")},
+                  ("cifar10-ipc50", "zoo-plain"): {"baseline (the zoo's cifar10-ipc50 until 2026-12-03)":
+                                                   ZOO / "cifar10-ipc50/replaced-dm-plain/report.json"},
                   ("cifar10-ipc10", "cpu-dm"): {"baseline": COMPARE / "seeds/dm-haba/report.json",
                                                 "baseline (plain images)": COMPARE / "seeds/dm-plain/report.json"}}  # fmt: skip
 
@@ -56,12 +61,14 @@ def changes(recipe: dict, reference: dict, prefix: str = "") -> list[str]:
     return out
 
 
-def row(folder: Path, experts: Path | None) -> str:
+def row(folder: Path, experts: Path | None, profile: str | None = None) -> str:
+    """A run against ``profile`` (default: the one it was made with)."""
     s = json.loads((folder / "summary.json").read_text())
-    reference = load_recipe(f"recipes/{s['name']}.yaml", profile=s["recipe"]["profile"])
+    profile = profile or key(s)[1]
+    reference = load_recipe(f"recipes/{s['name']}.yaml", profile=profile)
     reference = {k: v for k, v in reference.items() if k not in ("name", "reference")}
     recipe, budget, metrics = s["recipe"], s["budget"], s["metrics"]
-    changed = [c for c in changes(recipe, reference) if not c.startswith("evaluation.")] or [f"(the `{key(s)[1]}` profile)"]
+    changed = [c for c in changes(recipe, reference) if not c.startswith(("evaluation.", "profile="))] or [f"(the `{profile}` profile)"]
     curve = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
     val = " / ".join(f"{100 * r['val_accuracy']:.1f}" for r in curve if "val_accuracy" in r)
     if experts is None:
@@ -75,13 +82,14 @@ def row(folder: Path, experts: Path | None) -> str:
             expert_cell += f"{expert_h:.2f} h"
         else:  # trained outside the study (zoo.sh), not timed
             expert_h, expert_cell = 0.0, expert_cell + "not timed"
-    distill_h = budget["distill_seconds"] / 3600  # one thread
-    final = json.loads((folder / "evaluation" / "report.json").read_text())
-    val_final, test = final["val_accuracy"]["runs"][0], final["test_accuracy"]["runs"][0]
+    distill_h = budget["distill_seconds"] * budget.get("threads", 1) / 3600  # older summaries: one thread
+    final = folder / "evaluation" / "report.json"  # absent for a run without final evaluation (a zoo entry: its card)
+    report = json.loads(final.read_text()) if final.exists() else None
+    val_final, test = (f"{100 * report[k]['runs'][0]:.2f}" if report else "-" for k in ("val_accuracy", "test_accuracy"))
     stored = budget.get("stored_values") or stored_values(recipe)  # older summaries lack the field
-    return (f"| {s['name']} ({key(s)[1]}) | {'; '.join(changed)} | {stored:,} | {expert_cell} | {budget['iterations']}: {budget['distill_seconds'] / budget['iterations']:.1f} s/it, "
+    return (f"| {s['name']} ({profile}) | {'; '.join(changed)} | {stored:,} | {expert_cell} | {budget['iterations']}: {budget['distill_seconds'] / budget['iterations']:.1f} s/it, "
             f"{distill_h:.2f} h | {val} | {s['selected_iteration']} ({100 * metrics['val_accuracy']:.2f}) | "
-            f"{100 * val_final:.2f} | {100 * test:.2f} | {expert_h + distill_h:.2f} |")
+            f"{val_final} | {test} | {expert_h + distill_h:.2f} |")
 
 
 def main(folder: str) -> None:
@@ -93,8 +101,8 @@ def main(folder: str) -> None:
     print("|---|---|---|---|---|---|---|---|---|---|")
     runs = sorted(Path(folder).glob("*/summary.json"), key=lambda p: p.parent.name)
     for setting, baselines in BASELINES.items():
-        for baseline, experts in baselines:
-            print(row(baseline, experts))
+        for baseline in baselines:
+            print(row(*baseline))
         for path in runs:
             if key(json.loads(path.read_text())) == setting:
                 experts = path.parent / "experts.json"
