@@ -4,7 +4,7 @@
 
 Each row is a run of a recipe with a profile (`cpu`, or `cpu-dm` for DM) and the settings in the
 second column changed (read from the run's summary, so the table cannot disagree with the run),
-under the baseline runs of that recipe and profile (BASELINES). CPU time is wall time x threads:
+under the baseline runs of that recipe and profile (results/study/baselines.json). CPU time is wall time x threads:
 the experts a run needs (its experts.json, copied from recipes/results/study/experts/; none for DM)
 plus its distillation.
 """
@@ -17,32 +17,11 @@ from compare_table import stored_values  # recipes/ is this script's folder
 
 from haba_datasets.distill.recipe import load_recipe
 
-COMPARE = Path("recipes/results/compare")
-ZOO = Path("recipes/results/zoo")
-EXPERTS = Path("recipes/results/study/experts")  # the study's timed experts (recipes/study.sh's train_experts)
-# (recipe, profile) -> the runs every study run of that recipe and profile changes one factor of, each with the
-# timing of the experts it used (MTT: 4 x 6 epochs of width 32, or 64 for the zoo's cifar10-ipc10; DM: none, and
-# the baselines are HaBa and the plain images it must beat)
-BASELINES = {("cifar10-ipc10", "cpu"): [(COMPARE / "c10-ipc10-mtt-haba", EXPERTS / "cifar10-ipc10-cpu.json")],
-             ("cifar10-ipc1", "cpu"): [(ZOO / "cifar10-ipc1/run", EXPERTS / "cifar10-ipc10-cpu.json")],
-             ("cifar10-ipc10", "zoo"): [(ZOO / "cifar10-ipc10/run", EXPERTS / "cifar10-w64.json")],
-             ("cifar10-ipc1", "zoo"): [(ZOO / "cifar10-ipc1/run", EXPERTS / "cifar10-ipc10-cpu.json")],
-             ("fashion_mnist-ipc10", "zoo"): [(ZOO / "fashion_mnist-ipc10/run", EXPERTS / "fashion_mnist-cpu.json")],
-             ("fashion_mnist-ipc1", "zoo"): [(ZOO / "fashion_mnist-ipc1/run", EXPERTS / "fashion_mnist-cpu.json")],
-             ("cifar10-ipc10", "cpu-dm"): [(COMPARE / "c10-ipc10-dm-haba", None), (COMPARE / "c10-ipc10-dm-plain", None)],
-             # the HaBa entry (no final evaluation in its run: its card is below) and the plain DM entry it replaced, made
-             # as `zoo` on 2026-11-24, whose settings are now the `zoo-plain` profile
-             ("cifar10-ipc50", "zoo"): [(ZOO / "cifar10-ipc50/run", None),
-                                        (ZOO / "cifar10-ipc50/replaced-dm-plain/run", None, "zoo-plain")]}  # fmt: skip
-# the baselines' datasets measured with the card's protocol (3 runs x 500 epochs)
-BASELINE_SEEDS = {("cifar10-ipc10", "cpu"): {"baseline": COMPARE / "seeds/mtt-haba/report.json"},
-                  ("cifar10-ipc1", "cpu"): {"baseline": ZOO / "cifar10-ipc1/report.json"},
-                  **{(name, "zoo"): {f"baseline (the zoo's {name})": ZOO / name / "report.json"}
-                     for name in ("cifar10-ipc10", "cifar10-ipc1", "cifar10-ipc50", "fashion_mnist-ipc10", "fashion_mnist-ipc1")},
-                  ("cifar10-ipc50", "zoo-plain"): {"baseline (the zoo's cifar10-ipc50 until 2026-12-03)":
-                                                   ZOO / "cifar10-ipc50/replaced-dm-plain/report.json"},
-                  ("cifar10-ipc10", "cpu-dm"): {"baseline": COMPARE / "seeds/dm-haba/report.json",
-                                                "baseline (plain images)": COMPARE / "seeds/dm-plain/report.json"}}  # fmt: skip
+RESULTS = Path("recipes/results")
+#: The runs every study run of a (recipe, profile) changes one factor of, each with the timing of the experts it
+#: used (none for DM) and, where its settings now have another name, the profile it is shown against; and the
+#: baselines' datasets measured with the card's protocol: recorded as data in results/study/baselines.json.
+INDEX = json.loads((RESULTS / "study" / "baselines.json").read_text())
 
 
 def key(summary: dict) -> tuple[str, str]:
@@ -100,9 +79,12 @@ def main(folder: str) -> None:
           "CPU-hours in all |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     runs = sorted(Path(folder).glob("*/summary.json"), key=lambda p: p.parent.name)
-    for setting, baselines in BASELINES.items():
-        for baseline in baselines:
-            print(row(*baseline))
+    settings = dict.fromkeys((b["recipe"], b["profile"]) for b in INDEX["baselines"])
+    for setting in settings:
+        for b in INDEX["baselines"]:
+            if (b["recipe"], b["profile"]) == setting:
+                experts = RESULTS / b["experts"] if b["experts"] else None
+                print(row(RESULTS / b["run"], experts, b.get("shown_as")))
         for path in runs:
             if key(json.loads(path.read_text())) == setting:
                 experts = path.parent / "experts.json"
@@ -110,7 +92,7 @@ def main(folder: str) -> None:
     print("\nConfirmed with the card's protocol (3 runs x 500 epochs, seeds 0-2; `bash recipes/study.sh DATA RUN:seeds`):\n")
     print("| recipe (profile) | run | validation % (mean) | test % (mean +- std) | per run |")
     print("|---|---|---|---|---|")
-    confirmed = [(setting, run, path) for setting, paths in BASELINE_SEEDS.items() for run, path in paths.items()]
+    confirmed = [((b["recipe"], b["profile"]), b["label"], RESULTS / b["report"]) for b in INDEX["baseline_seeds"]]
     for path in sorted(Path(folder).glob("seeds/*/report.json")):
         confirmed.append((key(json.loads((Path(folder) / path.parent.name / "summary.json").read_text())),
                           path.parent.name, path))  # fmt: skip
