@@ -47,6 +47,8 @@ def short() -> None:
         made = made_by(recipe)
         size = (f"{config['num_bases']} images" if hall["architecture"] == "identity"
                 else f"{config['num_bases']} bases x {hall['count']} hallucinators")  # fmt: skip
+        if config["basis_shape"] != config["image_shape"]:  # multi-formation: smaller bases
+            size = size.replace(" bases", f" bases of {'x'.join(map(str, config['basis_shape'][1:]))}", 1)
         published = ", ".join(f"{method} {100 * acc:.1f}" for method, acc in prov["reference"].items())
         print(f"| `{name}` | {made} | {size} | {accuracy(m['test_accuracy'], m['test_accuracy_std'], m['runs'], m['epochs'])} "
               f"| {published} |")  # fmt: skip
