@@ -4,9 +4,9 @@
 
 Each row is a run of a recipe with a profile (`cpu`, or `cpu-dm` for DM) and the settings in the
 second column changed (read from the run's summary, so the table cannot disagree with the run),
-under the baseline runs of that recipe and profile (results/study/baselines.json). CPU time is wall time x threads:
-the experts a run needs (its experts.json, copied from recipes/results/study/experts/; none for DM)
-plus its distillation.
+under the baseline runs of that recipe and profile (results/study/baselines.json). CPU time is
+wall time x threads: the experts a run needs (its experts.json, copied from
+recipes/results/study/experts/; none for DM) plus its distillation.
 """
 
 import json
@@ -79,12 +79,12 @@ def main(folder: str) -> None:
           "CPU-hours in all |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     runs = sorted(Path(folder).glob("*/summary.json"), key=lambda p: p.parent.name)
-    settings = dict.fromkeys((b["recipe"], b["profile"]) for b in INDEX["baselines"])
-    for setting in settings:
-        for b in INDEX["baselines"]:
-            if (b["recipe"], b["profile"]) == setting:
-                experts = RESULTS / b["experts"] if b["experts"] else None
-                print(row(RESULTS / b["run"], experts, b.get("shown_as")))
+    baselines = {}
+    for b in INDEX["baselines"]:
+        baselines.setdefault((b["recipe"], b["profile"]), []).append(b)
+    for setting, rows in baselines.items():
+        for b in rows:
+            print(row(RESULTS / b["run"], RESULTS / b["experts"] if b["experts"] else None, b.get("shown_as")))
         for path in runs:
             if key(json.loads(path.read_text())) == setting:
                 experts = path.parent / "experts.json"

@@ -45,10 +45,9 @@ def short() -> None:
         prov, m = config["provenance"], config["provenance"]["metrics"]
         recipe, hall = prov["recipe"], config["hallucinators"]
         made = made_by(recipe)
-        size = (f"{config['num_bases']} images" if hall["architecture"] == "identity"
-                else f"{config['num_bases']} bases x {hall['count']} hallucinators")  # fmt: skip
-        if config["basis_shape"] != config["image_shape"]:  # multi-formation: smaller bases
-            size = size.replace(" bases", f" bases of {'x'.join(map(str, config['basis_shape'][1:]))}", 1)
+        small = config["basis_shape"] != config["image_shape"]  # multi-formation: bases smaller than the images
+        bases = f"{config['num_bases']} bases" + (f" of {'x'.join(map(str, config['basis_shape'][1:]))}" if small else "")
+        size = f"{config['num_bases']} images" if hall["architecture"] == "identity" else f"{bases} x {hall['count']} hallucinators"
         published = ", ".join(f"{method} {100 * acc:.1f}" for method, acc in prov["reference"].items())
         print(f"| `{name}` | {made} | {size} | {accuracy(m['test_accuracy'], m['test_accuracy_std'], m['runs'], m['epochs'])} "
               f"| {published} |")  # fmt: skip

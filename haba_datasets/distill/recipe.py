@@ -191,7 +191,8 @@ def run_recipe(
     ``out_dir`` receives the distillation run (see :mod:`.loop`), ``evaluation/`` (report.json,
     curves.png; none when ``evaluation.runs`` is 0) and ``dataset/`` (the validation-selected dataset
     with its test accuracy in the provenance and card). Experts (MTT, dm-trained) go to
-    ``experts_dir`` (default ``out_dir/experts``) and are reused or resumed when already there. ``push`` publishes ``dataset/`` to that Hub repo.
+    ``experts_dir`` (default ``out_dir/experts``) and are reused or resumed when already there.
+    ``push`` publishes ``dataset/`` to that Hub repo.
     Under ``torchrun`` the processes share the experts and each iteration (``cuda:LOCAL_RANK`` on
     GPUs); process 0 evaluates and writes.
     """
