@@ -46,6 +46,10 @@ declare -A runs=(
                               $haba.bases_per_class=7 $haba.lr_hallucinators=10"
     [fmnist-ipc10-plain]="fashion_mnist-ipc10@zoo fashion_mnist-cpu parameterization.kind=plain"
     [fmnist-ipc1-plain-2]="fashion_mnist-ipc1@zoo fashion_mnist-cpu parameterization.kind=plain ipc=2"
+    # Fashion-MNIST's ipc1-mf2-basis-7-lr-10: 7 bases of 14x14 per class + 5 hallucinators with layers at 14x14,
+    # 15,260 values (0.97x 2 images per class, 1.04x the zoo's fashion_mnist-ipc1)
+    [fmnist-ipc1-mf2-basis-7-lr-10]="fashion_mnist-ipc1@zoo fashion_mnist-cpu $mf $haba.hallucinator_options.at=basis
+                                     $haba.bases_per_class=7 $haba.lr_hallucinators=10"
     [experts-16]="cifar10-ipc10 cifar10-e16 experts.count=16"
     # DM (baselines: compare.sh's c10-ipc10-dm-haba and c10-ipc10-dm-plain): the hallucinators' lr 10x smaller
     [dm-lr-hallucinators-0.001]="cifar10-ipc10@cpu-dm - $haba.lr_hallucinators=0.001"
@@ -63,6 +67,9 @@ declare -A runs=(
     [dm-mf2-basis-frozen]="cifar10-ipc10@cpu-dm - $mf $haba.hallucinator_options.at=basis $haba.bases_per_class=39
                            $haba.lr_hallucinators=0"
     # (the same at IPC 50 is the `zoo` profile of recipes/cifar10-ipc50.yaml, made by recipes/zoo.sh)
+    # the IPC 10 DM winner under partly trained networks (the cpu experts after a random epoch 0-6, as IDM/DANCE)
+    [dmt-mf2-basis-lr-0.001]="cifar10-ipc10@cpu-dm-trained cifar10-ipc10-cpu $mf $haba.hallucinator_options.at=basis
+                              $haba.bases_per_class=39 $haba.lr_hallucinators=0.001"
     # experts trained 16 epochs instead of 6, start epochs 0-11 instead of 0-3 (the targets reach epoch 13 of 16)
     [long-experts]="cifar10-ipc10 cifar10-e4x16 experts.epochs=16 objective.mtt.max_start_epoch=12"
     # the same with the student's step size starting at 0.05 (what the baseline learns by iteration 300), not 0.01
@@ -78,8 +85,8 @@ declare -A runs=(
 )
 # a run that continues another: its folder starts as a copy of that run's (checkpoint, log, best/, grids/)
 declare -A continues=([width-64-600]=width-64 [dm-mf2-basis-lr-0.001-1600]=dm-mf2-basis-lr-0.001)
-order=(mf2 long-experts long-experts-lr mf2-basis width-64 width-64-600 lr-bases-1000 lr-hallucinators-10 init-default ipc1-plain ipc1-mf2-basis ipc1-steps-50 ipc1-width-64 zoo-plain ipc1-plain-2 ipc1-mf2-basis-7 ipc1-mf2-basis-7-lr-10 fmnist-ipc10-plain fmnist-ipc1-plain-2 steps-40 start-2 experts-16 mf2-all
-       dm-lr-hallucinators-0.001 dm-mf2-basis dm-mf2-basis-lr-0.001 dm-mf2-basis-lr-0.001-1600 dm-mf2-basis-frozen dm-lambda-cos-10)
+order=(mf2 long-experts long-experts-lr mf2-basis width-64 width-64-600 lr-bases-1000 lr-hallucinators-10 init-default ipc1-plain ipc1-mf2-basis ipc1-steps-50 ipc1-width-64 zoo-plain ipc1-plain-2 ipc1-mf2-basis-7 ipc1-mf2-basis-7-lr-10 fmnist-ipc10-plain fmnist-ipc1-plain-2 fmnist-ipc1-mf2-basis-7-lr-10 steps-40 start-2 experts-16 mf2-all
+       dm-lr-hallucinators-0.001 dm-mf2-basis dm-mf2-basis-lr-0.001 dm-mf2-basis-lr-0.001-1600 dm-mf2-basis-frozen dmt-mf2-basis-lr-0.001 dm-lambda-cos-10)
 train_experts() {  # experts folder, recipe, profile, settings: the run's experts trained first and timed
     local folder=$1 start=$SECONDS finished dataset count epochs width preprocessing
     # what the run's resolved recipe asks for (read as `haba-datasets distill` reads it)

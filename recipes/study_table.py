@@ -47,7 +47,9 @@ def row(folder: Path, experts: Path | None, profile: str | None = None) -> str:
     reference = load_recipe(f"recipes/{s['name']}.yaml", profile=profile)
     reference = {k: v for k, v in reference.items() if k not in ("name", "reference")}
     recipe, budget, metrics = s["recipe"], s["budget"], s["metrics"]
-    changed = [c for c in changes(recipe, reference) if not c.startswith(("evaluation.", "profile="))] or [f"(the `{profile}` profile)"]
+    unread = "parameterization." + ("haba." if recipe["parameterization"]["kind"] == "plain" else "plain.")  # never read
+    changed = [c for c in changes(recipe, reference) if not c.startswith(("evaluation.", "profile=", unread))]
+    changed = changed or [f"(the `{profile}` profile)"]
     curve = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
     val = " / ".join(f"{100 * r['val_accuracy']:.1f}" for r in curve if "val_accuracy" in r)
     if experts is None:
