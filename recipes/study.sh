@@ -25,6 +25,9 @@ declare -A runs=(
     # so 39 bases per class fit (306,240 values)
     [mf2-basis]="cifar10-ipc10 cifar10-ipc10-cpu $mf $haba.hallucinator_options.at=basis $haba.bases_per_class=39
                  objective.mtt.batch_syn=90"
+    # the same with the hallucinators' lr 10x smaller (what made multi-formation win at IPC 1: ipc1-mf2-basis-7-lr-10)
+    [mf2-basis-lr-10]="cifar10-ipc10 cifar10-ipc10-cpu $mf $haba.hallucinator_options.at=basis $haba.bases_per_class=39
+                       objective.mtt.batch_syn=90 $haba.lr_hallucinators=10"
     [mf2-all]="cifar10-ipc10 cifar10-ipc10-cpu $mf $haba.bases_per_class=36"  # all 360 bases in every inner step
     [lr-bases-1000]="cifar10-ipc10 cifar10-ipc10-cpu $haba.lr_bases=1000"
     [lr-hallucinators-10]="cifar10-ipc10 cifar10-ipc10-cpu $haba.lr_hallucinators=10"
@@ -67,9 +70,10 @@ declare -A runs=(
     [dm-mf2-basis-frozen]="cifar10-ipc10@cpu-dm - $mf $haba.hallucinator_options.at=basis $haba.bases_per_class=39
                            $haba.lr_hallucinators=0"
     # (the same at IPC 50 is the `zoo` profile of recipes/cifar10-ipc50.yaml, made by recipes/zoo.sh)
-    # the IPC 10 DM winner under partly trained networks (the cpu experts after a random epoch 0-6, as IDM/DANCE)
+    # the IPC 10 DM winner under partly trained networks (the cpu experts after a random epoch 0-6, as IDM/DANCE),
+    # 400 iterations (compared with the winner's in-loop validation at iterations 200 and 400)
     [dmt-mf2-basis-lr-0.001]="cifar10-ipc10@cpu-dm-trained cifar10-ipc10-cpu $mf $haba.hallucinator_options.at=basis
-                              $haba.bases_per_class=39 $haba.lr_hallucinators=0.001"
+                              $haba.bases_per_class=39 $haba.lr_hallucinators=0.001 schedule.iterations=400"
     # experts trained 16 epochs instead of 6, start epochs 0-11 instead of 0-3 (the targets reach epoch 13 of 16)
     [long-experts]="cifar10-ipc10 cifar10-e4x16 experts.epochs=16 objective.mtt.max_start_epoch=12"
     # the same with the student's step size starting at 0.05 (what the baseline learns by iteration 300), not 0.01
@@ -85,7 +89,7 @@ declare -A runs=(
 )
 # a run that continues another: its folder starts as a copy of that run's (checkpoint, log, best/, grids/)
 declare -A continues=([width-64-600]=width-64 [dm-mf2-basis-lr-0.001-1600]=dm-mf2-basis-lr-0.001)
-order=(mf2 long-experts long-experts-lr mf2-basis width-64 width-64-600 lr-bases-1000 lr-hallucinators-10 init-default ipc1-plain ipc1-mf2-basis ipc1-steps-50 ipc1-width-64 zoo-plain ipc1-plain-2 ipc1-mf2-basis-7 ipc1-mf2-basis-7-lr-10 fmnist-ipc10-plain fmnist-ipc1-plain-2 fmnist-ipc1-mf2-basis-7-lr-10 steps-40 start-2 experts-16 mf2-all
+order=(mf2 long-experts long-experts-lr mf2-basis mf2-basis-lr-10 width-64 width-64-600 lr-bases-1000 lr-hallucinators-10 init-default ipc1-plain ipc1-mf2-basis ipc1-steps-50 ipc1-width-64 zoo-plain ipc1-plain-2 ipc1-mf2-basis-7 ipc1-mf2-basis-7-lr-10 fmnist-ipc10-plain fmnist-ipc1-plain-2 fmnist-ipc1-mf2-basis-7-lr-10 steps-40 start-2 experts-16 mf2-all
        dm-lr-hallucinators-0.001 dm-mf2-basis dm-mf2-basis-lr-0.001 dm-mf2-basis-lr-0.001-1600 dm-mf2-basis-frozen dmt-mf2-basis-lr-0.001 dm-lambda-cos-10)
 train_experts() {  # experts folder, recipe, profile, settings: the run's experts trained first and timed
     local folder=$1 start=$SECONDS finished dataset count epochs width preprocessing
