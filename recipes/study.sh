@@ -6,7 +6,10 @@
 # validation split kept, then 1 run x 500 epochs of the final protocol. Resumable: a finished run is
 # skipped, an interrupted one continues from its checkpoint. One thread per job.
 #   bash recipes/study.sh [DATA_ROOT] [RUN ...]     (default ../shared/data, every run in the order below;
-#                                                    RUN:seeds evaluates RUN's dataset with 3 runs x 500 epochs)
+#                                                    RUN:seeds evaluates RUN's dataset with 3 runs x 500 epochs;
+#                                                    RUN:keep stores what RUN needs to continue on another machine
+#                                                    in recipes/results/study/RUN/state, about 1.5 MB at IPC 1, to
+#                                                    commit; a run missing from runs/study starts from it there)
 # Runs go to runs/study/<run> (experts to runs/experts/); small results to recipes/results/study/<run>/.
 # Table: python recipes/study_table.py
 set -euo pipefail
@@ -56,6 +59,9 @@ declare -A runs=(
     [ipc1-mf2-basis-7-lr-10-1000]="cifar10-ipc1@zoo cifar10-ipc10-cpu $mf $haba.hallucinator_options.at=basis
                                    $haba.bases_per_class=7 $haba.lr_hallucinators=10 schedule.iterations=1000"
     [ipc1-plain-2-1000]="cifar10-ipc1@zoo cifar10-ipc10-cpu parameterization.kind=plain ipc=2 schedule.iterations=1000"
+    # and to 1,500 (validation still rose at 1,000: 43.7 / 44.0 / 43.4 / 43.9 at 850-1,000)
+    [ipc1-mf2-basis-7-lr-10-1500]="cifar10-ipc1@zoo cifar10-ipc10-cpu $mf $haba.hallucinator_options.at=basis
+                                   $haba.bases_per_class=7 $haba.lr_hallucinators=10 schedule.iterations=1500"
     [fmnist-ipc1-mf2-basis-7-lr-10-600]="fashion_mnist-ipc1@zoo fashion_mnist-cpu $mf $haba.hallucinator_options.at=basis
                                          $haba.bases_per_class=7 $haba.lr_hallucinators=10 schedule.iterations=600"
     # (zoo-full-size: the zoo profile fmnist-ipc1-plain-2 was made with, whose haba settings a plain run never reads)
@@ -113,9 +119,10 @@ declare -A runs=(
 declare -A continues=([width-64-600]=width-64 [dm-mf2-basis-lr-0.001-1600]=dm-mf2-basis-lr-0.001
                       [ipc1-mf2-basis-7-lr-10-600]=ipc1-mf2-basis-7-lr-10 [fmnist-ipc1-plain-2-600]=fmnist-ipc1-plain-2
                       [fmnist-ipc1-mf2-basis-7-lr-10-600]=fmnist-ipc1-mf2-basis-7-lr-10
-                      [ipc1-mf2-basis-7-lr-10-1000]=ipc1-mf2-basis-7-lr-10-600 [ipc1-plain-2-1000]=ipc1-plain-2-600
+                      [ipc1-mf2-basis-7-lr-10-1000]=ipc1-mf2-basis-7-lr-10-600 [ipc1-mf2-basis-7-lr-10-1500]=ipc1-mf2-basis-7-lr-10-1000
+                      [ipc1-plain-2-1000]=ipc1-plain-2-600
                       [fmnist-ipc1-mf2-basis-7-lr-1-600]=fmnist-ipc1-mf2-basis-7-lr-1)
-order=(mf2 long-experts long-experts-lr mf2-basis mf2-basis-lr-10 width-64 width-64-600 lr-bases-1000 lr-hallucinators-10 init-default ipc1-plain ipc1-mf2-basis ipc1-steps-50 ipc1-width-64 zoo-plain ipc1-plain-2 ipc1-mf2-basis-7 ipc1-mf2-basis-7-lr-10 fmnist-ipc10-plain fmnist-ipc1-plain-2 fmnist-ipc1-mf2-basis-7-lr-10 ipc1-mf2-basis-7-lr-10-600 ipc1-plain-2-600 ipc1-mf2-basis-7-lr-10-1000 ipc1-plain-2-1000 fmnist-ipc1-mf2-basis-7-lr-10-600 fmnist-ipc1-mf2-basis-7-lr-1 fmnist-ipc1-mf2-basis-7-lr-1-600 fmnist-ipc1-mf2-basis-7-lr-0 fmnist-ipc1-plain-2-600 steps-40 start-2 experts-16 mf2-all
+order=(mf2 long-experts long-experts-lr mf2-basis mf2-basis-lr-10 width-64 width-64-600 lr-bases-1000 lr-hallucinators-10 init-default ipc1-plain ipc1-mf2-basis ipc1-steps-50 ipc1-width-64 zoo-plain ipc1-plain-2 ipc1-mf2-basis-7 ipc1-mf2-basis-7-lr-10 fmnist-ipc10-plain fmnist-ipc1-plain-2 fmnist-ipc1-mf2-basis-7-lr-10 ipc1-mf2-basis-7-lr-10-600 ipc1-plain-2-600 ipc1-mf2-basis-7-lr-10-1000 ipc1-plain-2-1000 ipc1-mf2-basis-7-lr-10-1500 fmnist-ipc1-mf2-basis-7-lr-10-600 fmnist-ipc1-mf2-basis-7-lr-1 fmnist-ipc1-mf2-basis-7-lr-1-600 fmnist-ipc1-mf2-basis-7-lr-0 fmnist-ipc1-plain-2-600 steps-40 start-2 experts-16 mf2-all
        dm-lr-hallucinators-0.001 dm-mf2-basis dm-mf2-basis-lr-0.001 dm-mf2-basis-lr-0.001-1600 dm-mf2-basis-frozen dmt-mf2-basis-lr-0.001 dm-lambda-cos-10)
 train_experts() {  # experts folder, recipe, profile, settings: the run's experts trained first and timed
     local folder=$1 start=$SECONDS finished dataset count epochs width preprocessing
@@ -143,7 +150,18 @@ PY
     echo "{\"experts\": $count, \"epochs\": $epochs, \"width\": $width, \"threads\": $OMP_NUM_THREADS, \"seconds\": $((spent + SECONDS - start))}" > "$log"
     mkdir -p "$results/experts" && { [[ -f $results/experts/$folder.json ]] || cp "$log" "$results/experts/$folder.json"; }
 }
+restore() {  # run, experts folder: a run missing here but kept (RUN:keep) is written back from its committed state
+    local state=$results/$1/state
+    [[ -d runs/study/$1 || ! -d $state ]] && return
+    [[ $2 != - ]] || { echo "$1: a kept state is written back with its experts' preprocessing (MTT runs only)" >&2; exit 2; }
+    python recipes/run_state.py restore "$state" "runs/study/$1" --experts-dir "runs/experts/$2"
+}
 for name in "${@:-${order[@]}}"; do
+    if [[ $name == *:keep ]]; then  # RUN:keep commits what RUN needs to continue elsewhere (recipes/run_state.py)
+        name=${name%:keep}
+        python recipes/run_state.py keep "runs/study/$name" "$results/$name/state"
+        continue
+    fi
     if [[ $name == *:seeds ]]; then  # RUN:seeds confirms RUN's selected dataset with the card's protocol (3 x 500)
         name=${name%:seeds} out=runs/study/seeds/$name
         [[ -f $out/report.json ]] || haba-datasets evaluate "runs/study/$name/dataset" --runs 3 --epochs 500 -o "$out"
@@ -156,13 +174,17 @@ for name in "${@:-${order[@]}}"; do
     [[ $recipe == *@* ]] && profile=${recipe#*@} recipe=${recipe%@*}
     [[ $folder == - ]] || args+=(--experts-dir "runs/experts/$folder")
     for kv in $sets; do args+=(--set "$kv"); done
-    if [[ -v "continues[$name]" && ! -d $run ]]; then
-        from=runs/study/${continues[$name]}
-        [[ -f $from/checkpoint.safetensors ]] || { echo "$name continues ${continues[$name]}: run that first" >&2; exit 2; }
-        mkdir -p "$run.partial" && cp -r $from/{checkpoint.safetensors,log.jsonl,best,grids} "$run.partial/" && mv "$run.partial" "$run"
-    fi
     if [[ ! -f $run/summary.json ]]; then
         [[ $folder == - ]] || train_experts "$folder" "$recipe" "$profile" $sets
+        restore "$name" "$folder"
+        if [[ -v "continues[$name]" && ! -d $run ]]; then
+            from=runs/study/${continues[$name]}
+            restore "${continues[$name]}" "$folder"
+            [[ -f $from/checkpoint.safetensors ]] || { echo "$name continues ${continues[$name]}: run that first" >&2; exit 2; }
+            mkdir -p "$run.partial" && cp -r $from/{checkpoint.safetensors,log.jsonl,best} "$run.partial/"
+            [[ ! -d $from/grids ]] || cp -r $from/grids "$run.partial/"
+            mv "$run.partial" "$run"
+        fi
         haba-datasets distill "recipes/$recipe.yaml" --profile $profile --set evaluation.runs=1 "${args[@]}" -o "$run" --resume
     fi
     mkdir -p "$results/$name/evaluation"

@@ -1,6 +1,8 @@
 """Distillation engine on tiny synthetic problems: objectives x parameterisations, the loop, recipes."""
 
+import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -327,6 +329,30 @@ def test_a_finished_run_continues_to_more_iterations(tmp_path):
     assert a == b
     run_loop(tmp_path / "longer", 6, resume=True)  # the checkpoint now records 6 iterations: nothing left to do
     assert len((tmp_path / "longer" / "log.jsonl").read_text().splitlines()) == 7
+
+
+@pytest.mark.slow
+def test_a_kept_state_continues_on_another_machine(tmp_path, experts):
+    """recipes/run_state.py: the committed state (no ZCA) written back into a new folder with the
+    experts' preprocessing continues the run as if it had never moved."""
+    spec = importlib.util.spec_from_file_location("run_state", Path(__file__).parents[1] / "recipes" / "run_state.py")
+    run_state = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_state)
+    run_loop(tmp_path / "straight", 6, objective="mtt", experts=experts)
+    run_loop(tmp_path / "first", 4, objective="mtt", experts=experts)
+    run_state.keep(tmp_path / "first", tmp_path / "state")
+    run_state.keep(tmp_path / "first", tmp_path / "state")  # a newer state replaces the older
+    assert sorted(p.name for p in (tmp_path / "state").iterdir()) == ["best", "checkpoint.safetensors", "log.jsonl"]
+    assert not (tmp_path / "state" / "best" / "preprocessing.safetensors").exists()
+    run_state.restore(tmp_path / "state", tmp_path / "moved", experts.folder)
+    restored = FactorizedDataset.from_pretrained(tmp_path / "moved" / "best", device="cpu")
+    assert restored.preprocessing.config() == experts.preprocessing.config()
+    with pytest.raises(SystemExit, match="exists"):
+        run_state.restore(tmp_path / "state", tmp_path / "moved", experts.folder)
+    run_loop(tmp_path / "moved", 6, objective="mtt", experts=experts, resume=True)
+    a, b = ([json.loads(x) for x in (tmp_path / run / "log.jsonl").read_text().splitlines()] for run in ("straight", "moved"))
+    b[4].pop("val_accuracy")  # the measurement at the first run's last iteration is extra
+    assert a == b
 
 
 def test_resume_refuses_other_settings(tmp_path):
