@@ -43,13 +43,15 @@ declare -A runs=(
     # the zoo's cifar10-ipc10 (width 64, 600 iterations) with plain images: the equal-budget baseline of that entry
     [zoo-plain]="cifar10-ipc10@zoo cifar10-w64 parameterization.kind=plain"
     # plain images at the storage of the other HaBa zoo entries (IPC 1: 2 images per class, 1.05x the HaBa entry's storage)
-    [ipc1-plain-2]="cifar10-ipc1@zoo cifar10-ipc10-cpu parameterization.kind=plain ipc=2"
+    # (the IPC 1 entries below made at 300 iterations say so: the zoo profile has 1,000 since 2026-12-03)
+    [ipc1-plain-2]="cifar10-ipc1@zoo cifar10-ipc10-cpu parameterization.kind=plain ipc=2 schedule.iterations=300"
     # HaBa at that storage the other way: 7 bases of 16x16 per class + 5 hallucinators with layers at 16x16,
     # 60,480 values (0.98x 2 images per class, 1.03x the zoo's cifar10-ipc1)
-    [ipc1-mf2-basis-7]="cifar10-ipc1@zoo cifar10-ipc10-cpu $mf $haba.hallucinator_options.at=basis $haba.bases_per_class=7"
+    [ipc1-mf2-basis-7]="cifar10-ipc1@zoo cifar10-ipc10-cpu $mf $haba.hallucinator_options.at=basis $haba.bases_per_class=7
+                        schedule.iterations=300"
     # the same with the hallucinators' lr 10x smaller (what made HaBa win on DM): do they drift on MTT too?
     [ipc1-mf2-basis-7-lr-10]="cifar10-ipc1@zoo cifar10-ipc10-cpu $mf $haba.hallucinator_options.at=basis
-                              $haba.bases_per_class=7 $haba.lr_hallucinators=10"
+                              $haba.bases_per_class=7 $haba.lr_hallucinators=10 schedule.iterations=300"
     # the two IPC 1 zoo entries and their plain baselines at 600 iterations (the entries' curves still rose at 300);
     # the HaBa ones and Fashion-MNIST's plain one continue their 300-iteration checkpoints
     [ipc1-mf2-basis-7-lr-10-600]="cifar10-ipc1@zoo cifar10-ipc10-cpu $mf $haba.hallucinator_options.at=basis
