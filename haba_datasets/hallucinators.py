@@ -117,10 +117,20 @@ class ConvHallucinators(HallucinatorBank):
     ``init="default"`` is PyTorch's default conv initialisation (as the reference);
     ``init="identity"`` starts every hallucinator near the identity map (identity kernels plus
     the default initialisation scaled by 0.1), so that ``h(b)`` starts close to ``b``.
+
+    ``normalize=True`` shifts and scales every image to its basis's mean and standard deviation
+    (one scalar each over channels and pixels). Distillation cannot see an image's scale when it
+    trains instance-normalised ConvNets (MTT, DM), so without it the scale of the layers drifts
+    freely: hundreds to hundreds of thousands of times the real data's, which networks without
+    normalisation (AlexNet) cannot train on. Those ConvNets train on both alike.
     """
 
-    def __init__(self, count: int, basis_shape: Shape, image_shape: Shape, *, device=None, init: str = "default") -> None:
+    def __init__(self, count: int, basis_shape: Shape, image_shape: Shape, *, device=None, init: str = "default",
+                 normalize: bool = False) -> None:  # fmt: skip
         super().__init__(count, basis_shape, image_shape)
+        if not isinstance(normalize, bool):
+            raise ValueError(f"normalize must be true or false, got {normalize!r}")
+        self.normalize = normalize
         self.resize_in, self.resize_out, (h, w) = self._resizes()
         cb, c = basis_shape[0], image_shape[0]
         if h < 3 or w < 3:
@@ -167,7 +177,11 @@ class ConvHallucinators(HallucinatorBank):
         # ConvTranspose2d(stride 1, no padding) == Conv2d with padding 2 and the kernel transposed
         # and flipped; PyTorch's CPU Conv2d is many times faster than its ConvTranspose2d.
         kernel = self.decoder_weight[k].transpose(0, 1).flip(-1, -2)
-        return self.resize_out(F.conv2d(z, kernel, self.decoder_bias[k], padding=2))
+        images = self.resize_out(F.conv2d(z, kernel, self.decoder_bias[k], padding=2))
+        return scaled_like(images, bases) if self.normalize else images
+
+    def options(self) -> dict:
+        return {"normalize": True} if self.normalize else {}  # absent: the datasets saved before the option
 
     def module(self, k: int) -> nn.Module:
         """Hallucinator ``k`` as a plain ``nn.Module`` (Conv2d, affine, ConvTranspose2d), a copy."""
@@ -193,9 +207,20 @@ class _SingleConvHallucinator(nn.Module):
         self.scale = nn.Parameter(bank.scale[k].detach().clone().unsqueeze(0))
         self.shift = nn.Parameter(bank.shift[k].detach().clone().unsqueeze(0))
         self.resize_in, self.resize_out = bank.resize_in, bank.resize_out  # they hold no parameters
+        self.normalize = bank.normalize
 
     def forward(self, bases: torch.Tensor) -> torch.Tensor:
-        return self.resize_out(self.decoder(self.scale * self.encoder(self.resize_in(bases)) + self.shift))
+        images = self.resize_out(self.decoder(self.scale * self.encoder(self.resize_in(bases)) + self.shift))
+        return scaled_like(images, bases) if self.normalize else images
+
+
+def scaled_like(images: torch.Tensor, bases: torch.Tensor) -> torch.Tensor:
+    """``images`` shifted and scaled to the mean and standard deviation of their ``bases`` (one
+    scalar each per sample, over channels and pixels); a constant image becomes its basis's mean."""
+    dims = (1, 2, 3)
+    centred = images - images.mean(dims, keepdim=True)
+    ratio = bases.std(dims, keepdim=True) / centred.std(dims, keepdim=True).clamp_min(1e-12)
+    return centred * ratio + bases.mean(dims, keepdim=True)
 
 
 @register_hallucinators("haba-conv-up")
@@ -212,13 +237,13 @@ class UpsampledConvHallucinators(ConvHallucinators):
     """
 
     def __init__(self, count: int, basis_shape: Shape, image_shape: Shape, *, device=None, init: str = "default",
-                 mode: str = "bilinear", at: str = "image") -> None:  # fmt: skip
+                 mode: str = "bilinear", at: str = "image", normalize: bool = False) -> None:  # fmt: skip
         if mode not in ("bilinear", "nearest"):
             raise ValueError(f"mode must be 'bilinear' or 'nearest', got {mode!r}")
         if at not in ("image", "basis"):
             raise ValueError(f"at must be 'image' or 'basis', got {at!r}")
         self._mode, self._at = mode, at
-        super().__init__(count, basis_shape, image_shape, device=device, init=init)
+        super().__init__(count, basis_shape, image_shape, device=device, init=init, normalize=normalize)
 
     def _resizes(self):
         (hb, wb), (h, w) = self.basis_shape[1:], self.image_shape[1:]
@@ -234,7 +259,7 @@ class UpsampledConvHallucinators(ConvHallucinators):
         return self.image_shape[1] // self.basis_shape[1]
 
     def options(self) -> dict:
-        return {"mode": self._mode, "at": self._at}
+        return {"mode": self._mode, "at": self._at, **super().options()}
 
 
 @register_hallucinators("identity")

@@ -315,6 +315,7 @@ BAD_FOLDERS = {
     "not our format": (_edit_config(format="something-else"), r"'format' must be"),
     "unknown architecture": (_edit_config(hallucinators__architecture="gan"), r"unknown hallucinator architecture 'gan'"),
     "unknown option": (_edit_config(hallucinators__options={"depth": 3}), r"'hallucinators' do not fit"),
+    "bad option value": (_edit_config(hallucinators__options={"normalize": "yes"}), r"normalize must be true or false, got 'yes'"),
     "unknown preprocessing": (_edit_config(preprocessing={"kind": "pca"}), r"unknown preprocessing"),
     "extra key": (_edit_config(extra=1), r"unexpected \['extra'\]"),
     "too many bases": (_edit_config(num_bases=10**9), r"'num_bases' must be an int in"),

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from haba_datasets import HallucinatorBank, create_hallucinators, list_hallucinators, register_hallucinators
+from haba_datasets import FactorizedDataset, HallucinatorBank, create_hallucinators, list_hallucinators, register_hallucinators
+from haba_datasets.hallucinators import scaled_like
 
 
 def test_registry_names_and_errors():
@@ -23,6 +24,8 @@ def test_reference_size_for_cifar():
     ("haba-conv", (3, 10, 12), (3, 10, 12), {}), ("haba-conv", (1, 9, 9), (3, 9, 9), {}),
     ("haba-conv", (1, 7, 7), (1, 7, 7), {}), ("haba-conv-up", (3, 5, 6), (3, 10, 12), {}),
     ("haba-conv-up", (1, 3, 3), (3, 9, 9), {"mode": "nearest"}), ("haba-conv-up", (3, 5, 6), (3, 10, 12), {"at": "basis"}),
+    ("haba-conv", (3, 10, 12), (3, 10, 12), {"normalize": True}),
+    ("haba-conv-up", (3, 5, 6), (3, 10, 12), {"at": "basis", "normalize": True}),
 ])  # fmt: skip
 def test_batched_equals_reference_modules(architecture, basis_shape, shape, options):
     torch.manual_seed(0)
@@ -36,6 +39,33 @@ def test_batched_equals_reference_modules(architecture, basis_shape, shape, opti
     torch.testing.assert_close(bank(bases, index), expected, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(bank(bases, 2), bank.module(2)(bases), rtol=1e-5, atol=1e-5)
     assert expected.shape == (10, *shape)
+
+
+@pytest.mark.parametrize("architecture, basis_shape", [("haba-conv", (3, 8, 8)), ("haba-conv-up", (3, 4, 4))])
+def test_normalize_gives_every_image_its_basis_mean_and_std_whatever_the_layers_scale(tmp_path, architecture, basis_shape):
+    torch.manual_seed(0)
+    free = create_hallucinators(architecture, 3, basis_shape, (3, 8, 8))
+    bank = create_hallucinators(architecture, 3, basis_shape, (3, 8, 8), normalize=True)
+    bank.load_state_dict(free.state_dict())
+    bases = torch.randn(6, *basis_shape) * 3 + 1
+    index = torch.tensor([0, 1, 2, 2, 1, 0])
+    images = bank(bases, index)
+    torch.testing.assert_close(images.mean((1, 2, 3)), bases.mean((1, 2, 3)))
+    torch.testing.assert_close(images.std((1, 2, 3)), bases.std((1, 2, 3)))
+    raw = free(bases, index)  # the same pattern: an affine map of each image
+    torch.testing.assert_close(images, scaled_like(raw, bases))
+    with torch.no_grad():  # the drift distillation cannot see: the output grows 1,000-fold
+        for bank_ in (bank, free):
+            bank_.decoder_weight.mul_(1000)
+            bank_.decoder_bias.mul_(1000)
+    assert free(bases, index).std() > 100 * raw.std()
+    torch.testing.assert_close(bank(bases, index), images, rtol=1e-4, atol=1e-4)
+    assert bank.options() == {**free.options(), "normalize": True} and "normalize" not in free.options()
+    with pytest.raises(ValueError, match="normalize must be true or false"):
+        create_hallucinators(architecture, 3, basis_shape, (3, 8, 8), normalize="yes")
+    dataset = FactorizedDataset(bases, torch.tensor([0, 1, 2, 0, 1, 2]), bank, ["a", "b", "c"], device="cpu")
+    loaded = FactorizedDataset.from_pretrained(dataset.save_pretrained(tmp_path / "d"), device="cpu")
+    assert loaded.hallucinators.normalize and torch.equal(loaded.materialize().tensors[0], dataset.materialize().tensors[0])
 
 
 def test_gradients_reach_bases_and_every_used_hallucinator():
