@@ -274,7 +274,7 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _cross_architecture(args, train, val, test, real, preprocessing, protocol, setting, lr, recorded) -> None:
-    from .cross_architecture import CrossArchitectureReport, evaluate_networks, random_real_baseline
+    from .cross_architecture import CrossArchitectureReport, evaluate_networks, image_scale, random_real_baseline
     from .factorized import FactorizedDataset
     from .nets import list_nets
 
@@ -305,14 +305,18 @@ def _cross_architecture(args, train, val, test, real, preprocessing, protocol, s
         baseline = evaluate_networks(base, test, val, setting={**setting, "train": f"random real, IPC {ipc}"}, **common)
         setting = {**setting, "baseline_data": {"kind": "random real", "images_per_class": ipc,
                                            "equivalent_ipc": train.storage.equivalent_ipc}}  # fmt: skip
+    scale = image_scale(train, val)
     setting = {**setting, "protocol": {**dataclasses.asdict(protocol), "lr": None}, "lr_grid": list(grid),
-               "lr_epochs": lr_epochs, "runs": args.runs}  # fmt: skip
+               "lr_epochs": lr_epochs, "runs": args.runs, "image_scale": scale}  # fmt: skip
     report = CrossArchitectureReport(setting, own_model, networks, baseline)
     stem = Path(str(args.name)).name + (f"-ipc{args.ipc}" if args.ipc else "")
     paths = report.save(args.output or Path("evaluation") / f"{stem}-cross-architecture")
     print(f"{setting['train']}: {args.runs} run(s) x {args.epochs} epochs per network; lr of the other networks chosen "
           f"on the validation split from {list(grid)} ({lr_epochs} epochs each)")  # fmt: skip
     print(report.table())
+    if not 0.1 <= scale <= 10:
+        print(f"note: the images' standard deviation is {scale:.3g}x the real images'; networks without normalisation "
+              "may diverge on them (a dataset whose hallucinators' scale drifted: see their option normalize)")  # fmt: skip
     print("wrote " + ", ".join(map(str, paths)))
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-from torch.utils.data import Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from .data import RealData
 from .evaluate import Protocol, Report, as_dataset, evaluate, train_and_test
@@ -197,6 +197,14 @@ def random_real_baseline(real: RealData, preprocessing: Preprocessing, images_pe
     if images_per_class < 1:
         raise ValueError(f"the storage buys {images_per_class} real images per class; the baseline needs at least 1")
     return as_dataset(real.subset(images_per_class, seed=seed), preprocessing)
+
+
+def image_scale(train: Dataset, real: TensorDataset, *, items: int = 1024) -> float:
+    """The standard deviation of (the first ``items`` of) ``train``'s images over that of the real
+    images ``real``. Far from 1, networks without normalisation may diverge on ``train``: see the
+    hallucinators' ``normalize`` option."""
+    images = next(iter(DataLoader(train, batch_size=min(len(train), items))))[0]
+    return float(images.std() / real.tensors[0].std())
 
 
 def _finite(x: float) -> float | None:

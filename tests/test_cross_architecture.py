@@ -11,7 +11,8 @@ from torch.utils.data import TensorDataset
 
 from haba_datasets import FactorizedDataset, create_hallucinators
 from haba_datasets.cli import main
-from haba_datasets.cross_architecture import CrossArchitectureReport, NetworkResult, card_summary, choose_lr, random_real_baseline
+from haba_datasets.cross_architecture import (CrossArchitectureReport, NetworkResult, card_summary, choose_lr, image_scale,
+                                              random_real_baseline)
 from haba_datasets.data import load_real
 from haba_datasets.evaluate import Protocol, Report, RunResult, diverged, train_and_test
 from tests.conftest import make_dataset
@@ -121,6 +122,7 @@ def test_cli_cross_architecture_table_with_the_random_baseline(colors, capsys):
     assert saved["baseline_data"] == {"kind": "random real", "images_per_class": 4,
                                       "equivalent_ipc": dataset.storage.equivalent_ipc}  # fmt: skip
     assert saved["lr_grid"] == [0.003, 0.03] and saved["lr_epochs"] == 1 and saved["runs"] == 2
+    assert 0.5 < saved["image_scale"] < 2 and "note:" not in printed  # the bases are real images, h ~ identity
     other = saved["networks"][1]
     assert other["lr_source"] == "validation" and set(other["lr_scores"]) == {"0.003", "0.03"}
     assert other["lr"] == float(max((k for k, v in other["lr_scores"].items() if v is not None), key=other["lr_scores"].get))
@@ -130,6 +132,20 @@ def test_cli_cross_architecture_table_with_the_random_baseline(colors, capsys):
     assert "unknown network(s) ['Nope']" in capsys.readouterr().err
     assert main(["evaluate", str(folder), "--data-root", str(colors), "--baseline", "random"]) == 2
     assert "--baseline needs --models" in capsys.readouterr().err
+
+
+def test_image_scale_shows_a_drifted_hallucinator():
+    torch.manual_seed(0)
+    real = TensorDataset(torch.randn(50, 3, 8, 8) * 2, torch.zeros(50, dtype=torch.long))
+    bases = torch.randn(6, 3, 8, 8) * 2
+    for normalize, low, high in ((False, 300, 3000), (True, 0.7, 1.4)):
+        bank = create_hallucinators("haba-conv", 2, (3, 8, 8), (3, 8, 8), init="identity", normalize=normalize)
+        with torch.no_grad():
+            bank.decoder_weight.mul_(1000)
+            bank.decoder_bias.mul_(1000)
+        dataset = FactorizedDataset(bases, torch.arange(6) % 3, bank, COLORS, device="cpu")
+        assert low < image_scale(dataset, real) < high, normalize
+    assert image_scale(real, real) == pytest.approx(1.0)
 
 
 def test_the_card_records_the_table_with_its_protocol_and_command(tmp_path):
