@@ -210,6 +210,27 @@ class FactorizedDataset(VisionDataset):
         self.hallucinators.to(device)
         return self
 
+    def replace(self, **changes) -> "FactorizedDataset":
+        """A new dataset with the same fields as this one but ``changes`` (constructor keywords).
+
+        Unchanged tensors and the hallucinator module are shared, not copied, and everything is
+        validated again, as by the constructor.
+
+        Example::
+
+            rescaled = dataset.replace(hallucinators=dataset.hallucinators.with_options(normalize=True))
+        """
+        fields = dict(bases=self.bases, labels=self.labels, hallucinators=self.hallucinators, classes=self.classes,
+                      preprocessing=self.preprocessing, pairing=self.pairing, transform=self.transform,
+                      target_transform=self.target_transform, device=self.device, learned_lr=self.learned_lr,
+                      provenance=self.provenance, soft_labels=self.soft_labels)  # fmt: skip
+        unknown = sorted(set(changes) - set(fields))
+        if unknown:
+            raise TypeError(f"replace() got unknown field(s) {unknown}; known: {sorted(fields)}")
+        fields.update(changes)
+        return FactorizedDataset(fields.pop("bases"), fields.pop("labels"), fields.pop("hallucinators"),
+                                 fields.pop("classes"), **fields)  # fmt: skip
+
     # -- preprocessing ---------------------------------------------------------------------------
 
     @property

@@ -78,6 +78,15 @@ class HallucinatorBank(nn.Module):
         """Apply hallucinator ``k`` to every basis of a ``(B, *basis_shape)`` batch."""
         raise NotImplementedError
 
+    def with_options(self, **changes) -> "HallucinatorBank":
+        """A new bank of the same architecture and parameters (copied), ``changes`` to its :meth:`options`."""
+        parameter = next(self.parameters(), None)
+        bank = create_hallucinators(self.architecture, self.count, self.basis_shape, self.image_shape,
+                                    device=None if parameter is None else parameter.device,
+                                    **{**self.options(), **changes})  # fmt: skip
+        bank.load_state_dict(self.state_dict())
+        return bank
+
     def forward(self, bases: torch.Tensor, index: int | torch.Tensor) -> torch.Tensor:
         """Images ``h_index[i](bases[i])``, shape ``(B, *image_shape)``.
 

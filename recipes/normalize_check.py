@@ -16,21 +16,10 @@ import json
 import time
 from pathlib import Path
 
-from haba_datasets import FactorizedDataset, create_hallucinators
+from haba_datasets import FactorizedDataset
 from haba_datasets.data import load_real
 from haba_datasets.evaluate import Protocol, real_eval_sets, train_and_test
 from haba_datasets.fileformat import write_file
-
-
-def normalized(dataset: FactorizedDataset) -> FactorizedDataset:
-    """The same factors, the hallucinators' ``normalize`` option on."""
-    old = dataset.hallucinators
-    bank = create_hallucinators(old.architecture, old.count, old.basis_shape, old.image_shape,
-                                **{**old.options(), "normalize": True})  # fmt: skip
-    bank.load_state_dict(old.state_dict())
-    return FactorizedDataset(dataset.bases, dataset.labels, bank, dataset.classes, preprocessing=dataset.preprocessing,
-                             pairing=dataset.pairing, device="cpu", learned_lr=dataset.learned_lr,
-                             provenance=dataset.provenance)  # fmt: skip
 
 
 def main() -> None:
@@ -46,7 +35,8 @@ def main() -> None:
     real = load_real(stored.provenance["dataset"], data_root=args.data_root)
     val, test = real_eval_sets(real, stored.preprocessing)
     results = {"name": args.name, "epochs": args.epochs, "runs": 1, "seed": 0, "real_val_std": float(val.tensors[0].std())}
-    for variant, dataset in (("stored", stored), ("normalize", normalized(stored))):
+    rescaled = stored.replace(hallucinators=stored.hallucinators.with_options(normalize=True))
+    for variant, dataset in (("stored", stored), ("normalize", rescaled)):
         record = {"image_std": float(dataset.materialize().tensors[0].std()), "networks": {}}
         dataset.save_grid(args.out.with_name(f"{args.out.stem}-{variant}.png"), max_bases_per_class=3)
         for model in filter(None, args.models.split(",")):

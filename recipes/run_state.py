@@ -20,14 +20,6 @@ from pathlib import Path
 from haba_datasets import FactorizedDataset
 from haba_datasets.distill.experts import Experts
 from haba_datasets.distill.loop import BEST, CHECKPOINT, LOG
-from haba_datasets.preprocessing import Preprocessing
-
-
-def with_preprocessing(dataset: FactorizedDataset, preprocessing: Preprocessing | None) -> FactorizedDataset:
-    """The same factors under another preprocessing (``None``: none stored)."""
-    return FactorizedDataset(dataset.bases, dataset.labels, dataset.hallucinators, dataset.classes,
-                             preprocessing=preprocessing, pairing=dataset.pairing, device="cpu",
-                             learned_lr=dataset.learned_lr, provenance=dataset.provenance)  # fmt: skip
 
 
 def _copy(source: Path, out: Path, dataset: FactorizedDataset, *, replace: bool) -> None:
@@ -50,13 +42,13 @@ def _copy(source: Path, out: Path, dataset: FactorizedDataset, *, replace: bool)
 def keep(run: Path, state: Path) -> None:
     """Copy ``run``'s checkpoint, log and selected dataset (without its preprocessing) into ``state``."""
     best = FactorizedDataset.from_pretrained(run / BEST, device="cpu", pairing="random")
-    _copy(run, state, with_preprocessing(best, None), replace=True)
+    _copy(run, state, best.replace(preprocessing=None), replace=True)
 
 
 def restore(state: Path, run: Path, experts_dir: Path) -> None:
     """Write ``state`` into the new run folder ``run``, the dataset under the experts' preprocessing."""
     best = FactorizedDataset.from_pretrained(state / BEST, device="cpu", pairing="random")
-    _copy(state, run, with_preprocessing(best, Experts.open(experts_dir).preprocessing), replace=False)
+    _copy(state, run, best.replace(preprocessing=Experts.open(experts_dir).preprocessing), replace=False)
 
 
 def main() -> None:

@@ -1,14 +1,16 @@
 """Put a recipe run's dataset into the package zoo, then record the zoo measurement on its card.
 
-    python recipes/zoo.py bundle NAME RUN_DIR --runs 3 --epochs 500 [--zca-rank 512]
+    python recipes/zoo.py bundle NAME RUN_DIR --runs 3 --epochs 500 [--zca-rank 512] [--normalize]
     haba-datasets evaluate NAME --data-root ../shared/data -o recipes/results/zoo/NAME
     python recipes/zoo.py record NAME recipes/results/zoo/NAME/report.json
     python recipes/zoo.py record-cross NAME REPORT --command "haba-datasets evaluate NAME --models ..."
 
 ``bundle`` copies ``RUN_DIR/dataset`` to ``haba_datasets/zoo/NAME``: the same factors, the ZCA
 (if any) truncated to its top ``--zca-rank`` eigenvectors (3072 x 3072 floats are 38 MB; see
-``ZCA.truncated``), the recipe's published numbers, and the protocol the card will be measured with
-(``haba-datasets evaluate NAME`` then uses it by default). The test accuracy the recipe run measured
+``ZCA.truncated``), with ``--normalize`` the hallucinators' ``normalize`` option turned on (each
+image shifted and scaled to its basis's mean and std; recorded in the provenance), the recipe's
+published numbers, and the protocol the card will be measured with (``haba-datasets evaluate NAME``
+then uses it by default). The test accuracy the recipe run measured
 before truncation is dropped: the card states only what is measured on the bundled files.
 ``record`` writes the evaluation report's mean +- std into the card, after checking that the report
 is about NAME with that protocol. ``record-cross`` puts a cross-architecture table (with its
@@ -28,15 +30,16 @@ from haba_datasets.preprocessing import ZCA
 RECIPES = Path(__file__).parent
 
 
-def bundle(name: str, run: Path, runs: int, epochs: int, zca_rank: int | None) -> Path:
+def bundle(name: str, run: Path, runs: int, epochs: int, zca_rank: int | None, normalize: bool) -> Path:
     dataset = FactorizedDataset.from_pretrained(run / "dataset", device="cpu")
     if dataset.provenance.get("name") != name:
         raise SystemExit(f"error: {run} holds {dataset.provenance.get('name')!r}, not {name!r}")
     if isinstance(dataset.preprocessing, ZCA) and zca_rank:
-        dataset = FactorizedDataset(dataset.bases, dataset.labels, dataset.hallucinators, dataset.classes,
-                                    preprocessing=dataset.preprocessing.truncated(zca_rank), pairing=dataset.pairing,
-                                    device="cpu", learned_lr=dataset.learned_lr,
-                                    provenance={**dataset.provenance, "zca_rank": zca_rank})  # fmt: skip
+        dataset = dataset.replace(preprocessing=dataset.preprocessing.truncated(zca_rank),
+                                  provenance={**dataset.provenance, "zca_rank": zca_rank})  # fmt: skip
+    if normalize and not dataset.hallucinators.options().get("normalize"):
+        dataset = dataset.replace(hallucinators=dataset.hallucinators.with_options(normalize=True),
+                                  provenance={**dataset.provenance, "normalize_added_at_bundle": True})  # fmt: skip
     metrics = dataset.provenance["metrics"]
     dataset.provenance["metrics"] = {"val_accuracy": metrics["val_accuracy"], "runs": runs, "epochs": epochs,
                                      "model": metrics["model"]}  # fmt: skip
@@ -77,6 +80,8 @@ def main() -> None:
     p.add_argument("--runs", type=int, required=True)
     p.add_argument("--epochs", type=int, required=True)
     p.add_argument("--zca-rank", type=int, default=512)
+    p.add_argument("--normalize", action="store_true",
+                   help="turn the hallucinators' `normalize` option on (each image at its basis's mean and std)")
     p = sub.add_parser("record")
     p.add_argument("name", choices=sorted(ZOO))
     p.add_argument("report", type=Path, help="report.json of `haba-datasets evaluate NAME`")
@@ -86,7 +91,7 @@ def main() -> None:
     p.add_argument("--command", dest="command_line", required=True, help="the evaluate command that wrote the report")
     args = parser.parse_args()
     if args.command == "bundle":
-        print("wrote", bundle(args.name, args.run, args.runs, args.epochs, args.zca_rank))
+        print("wrote", bundle(args.name, args.run, args.runs, args.epochs, args.zca_rank, args.normalize))
     elif args.command == "record":
         print("wrote", record(args.name, args.report))
     else:

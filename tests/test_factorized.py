@@ -241,6 +241,22 @@ def test_soft_labels_are_items_targets_and_round_trip(tmp_path):
     assert "soft_labels" not in (plain / "config.json").read_text() and "Soft labels" not in (plain / "README.md").read_text()
 
 
+def test_replace_changes_only_what_it_is_given():
+    soft = _soft(6)
+    dataset = make_dataset(soft_labels=soft, transform=lambda x: x + 1)
+    rescaled = dataset.replace(hallucinators=dataset.hallucinators.with_options(normalize=True))
+    assert rescaled.hallucinators.normalize and not dataset.hallucinators.normalize
+    assert rescaled.bases.data_ptr() == dataset.bases.data_ptr() and torch.equal(rescaled.soft_labels, soft) and rescaled.transform is dataset.transform
+    assert (rescaled.learned_lr, rescaled.provenance, rescaled.classes, rescaled.pairing) == (0.01, dataset.provenance, CLASSES, "all")
+    assert rescaled.preprocessing is dataset.preprocessing and not torch.equal(rescaled[4][0], dataset[4][0])
+    bases = dataset.bases[:, :, 2:-2, 2:-2]  # every field validated again: these bases do not fit the hallucinators
+    with pytest.raises(ValueError, match="hallucinators take"):
+        dataset.replace(bases=bases)
+    with pytest.raises(TypeError, match=r"unknown field\(s\) \['pairng'\]"):
+        dataset.replace(pairng="random")
+    assert isinstance(dataset.replace(preprocessing=None).preprocessing, Identity)
+
+
 def test_soft_labels_must_be_probabilities_per_basis():
     for soft, message in [(_soft(5), r"\(6, 3\) tensor"), (_soft(6, 4), r"\(6, 3\) tensor"),
                           (torch.randn(6, 3), "non-negative"), (torch.full((6, 3), 0.3), "must sum to 1")]:  # fmt: skip

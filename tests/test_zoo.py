@@ -1,6 +1,7 @@
 """The bundled zoo: every registered name loads offline with a complete card, and the README's
 DataLoader example trains a classifier that reaches the accuracy the README states (real data)."""
 
+import importlib.util
 import os
 import re
 import subprocess
@@ -8,10 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from torch.utils.data import DataLoader
 
 from haba_datasets import FactorizedDataset, hub
 from haba_datasets.distill.recipe import load_recipe
+from tests.conftest import make_dataset
 
 README = Path(__file__).parents[1] / "README.md"
 
@@ -43,6 +46,23 @@ def test_the_recipes_zoo_profile_is_what_made_the_entry(name):
     profile = load_recipe(README.parent / "recipes" / f"{name}.yaml", profile="zoo")
     assert {k: v for k, v in profile.items() if k not in ("name", "reference", "profile")} == \
         {k: v for k, v in made.items() if k != "profile"}
+
+
+def test_bundle_with_normalize_keeps_the_factors_and_scales_every_image_to_its_basis(tmp_path, monkeypatch):
+    """recipes/zoo.py bundle --normalize: the run's factors, the option on, the change in the provenance."""
+    spec = importlib.util.spec_from_file_location("zoo_script", README.parent / "recipes" / "zoo.py")
+    zoo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(zoo)
+    monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path / "zoo")
+    run = make_dataset().replace(provenance={"name": "cifar10-ipc1", "metrics": {"val_accuracy": 0.4, "model": "ConvNet"}})
+    run.save_pretrained(tmp_path / "run" / "dataset")
+    bundled = FactorizedDataset.from_pretrained(zoo.bundle("cifar10-ipc1", tmp_path / "run", 3, 500, None, True), device="cpu")
+    assert bundled.hallucinators.normalize and bundled.provenance["normalize_added_at_bundle"] is True
+    assert torch.equal(bundled.bases, run.bases) and bundled.provenance["metrics"]["runs"] == 3
+    images = bundled.hallucinators(bundled.bases, torch.zeros(len(bundled.bases), dtype=torch.long))
+    torch.testing.assert_close(images.std((1, 2, 3)), run.bases.std((1, 2, 3)))
+    again = FactorizedDataset.from_pretrained(zoo.bundle("cifar10-ipc1", tmp_path / "run", 3, 500, None, False), device="cpu")
+    assert not again.hallucinators.normalize and "normalize_added_at_bundle" not in again.provenance
 
 
 @pytest.mark.slow
