@@ -64,29 +64,33 @@ declare -A runs=(
     # and to 1,500 (validation still rose at 1,000: 43.7 / 44.0 / 43.4 / 43.9 at 850-1,000)
     [ipc1-mf2-basis-7-lr-10-1500]="cifar10-ipc1@zoo cifar10-ipc10-cpu $mf $haba.hallucinator_options.at=basis
                                    $haba.bases_per_class=7 $haba.lr_hallucinators=10 schedule.iterations=1500"
+    # its plain-image baseline at equal iterations (the zoo's cifar10-ipc1 is the 1,500-iteration HaBa run), run
+    # straight to 1,500 (the 1,000-iteration run's checkpoint stayed on another machine)
+    [ipc1-plain-2-1500]="cifar10-ipc1@zoo cifar10-ipc10-cpu parameterization.kind=plain ipc=2 schedule.iterations=1500"
     [fmnist-ipc1-mf2-basis-7-lr-10-600]="fashion_mnist-ipc1@zoo fashion_mnist-cpu $mf $haba.hallucinator_options.at=basis
                                          $haba.bases_per_class=7 $haba.lr_hallucinators=10 schedule.iterations=600"
     # (zoo-full-size: the zoo profile fmnist-ipc1-plain-2 was made with, whose haba settings a plain run never reads)
     # the hallucinators' lr 10x smaller again (1): closer still to multi-formation alone
     [fmnist-ipc1-mf2-basis-7-lr-1]="fashion_mnist-ipc1@zoo fashion_mnist-cpu $mf $haba.hallucinator_options.at=basis
-                                    $haba.bases_per_class=7 $haba.lr_hallucinators=1"
+                                    $haba.bases_per_class=7 $haba.lr_hallucinators=1 schedule.iterations=300"
     # lr 1 continued to 600 iterations, and its limit: the hallucinators frozen at their init (multi-formation alone)
     [fmnist-ipc1-mf2-basis-7-lr-1-600]="fashion_mnist-ipc1@zoo fashion_mnist-cpu $mf $haba.hallucinator_options.at=basis
                                         $haba.bases_per_class=7 $haba.lr_hallucinators=1 schedule.iterations=600"
     [fmnist-ipc1-mf2-basis-7-lr-0]="fashion_mnist-ipc1@zoo fashion_mnist-cpu $mf $haba.hallucinator_options.at=basis
-                                    $haba.bases_per_class=7 $haba.lr_hallucinators=0"
+                                    $haba.bases_per_class=7 $haba.lr_hallucinators=0 schedule.iterations=300"
     # lr 1 with every image scaled like its basis (hallucinator option normalize): the scale the MTT loss cannot see
     # drifts no more
     [fmnist-ipc1-mf2-basis-7-lr-1-norm]="fashion_mnist-ipc1@zoo fashion_mnist-cpu $mf $haba.hallucinator_options.at=basis
-                                         $haba.bases_per_class=7 $haba.lr_hallucinators=1 $haba.hallucinator_options.normalize=true"
+                                         $haba.bases_per_class=7 $haba.lr_hallucinators=1 $haba.hallucinator_options.normalize=true
+                                         schedule.iterations=300"
     [fmnist-ipc1-plain-2-600]="fashion_mnist-ipc1@zoo-full-size fashion_mnist-cpu parameterization.kind=plain ipc=2
                                schedule.iterations=600"
     [fmnist-ipc10-plain]="fashion_mnist-ipc10@zoo fashion_mnist-cpu parameterization.kind=plain"
-    [fmnist-ipc1-plain-2]="fashion_mnist-ipc1@zoo fashion_mnist-cpu parameterization.kind=plain ipc=2"
+    [fmnist-ipc1-plain-2]="fashion_mnist-ipc1@zoo fashion_mnist-cpu parameterization.kind=plain ipc=2 schedule.iterations=300"
     # Fashion-MNIST's ipc1-mf2-basis-7-lr-10: 7 bases of 14x14 per class + 5 hallucinators with layers at 14x14,
     # 15,260 values (0.97x 2 images per class, 1.04x the zoo's fashion_mnist-ipc1)
     [fmnist-ipc1-mf2-basis-7-lr-10]="fashion_mnist-ipc1@zoo fashion_mnist-cpu $mf $haba.hallucinator_options.at=basis
-                                     $haba.bases_per_class=7 $haba.lr_hallucinators=10"
+                                     $haba.bases_per_class=7 $haba.lr_hallucinators=10 schedule.iterations=300"
     [experts-16]="cifar10-ipc10 cifar10-e16 experts.count=16"
     # DM (baselines: compare.sh's c10-ipc10-dm-haba and c10-ipc10-dm-plain): the hallucinators' lr 10x smaller
     [dm-lr-hallucinators-0.001]="cifar10-ipc10@cpu-dm - $haba.lr_hallucinators=0.001"
@@ -128,7 +132,7 @@ declare -A continues=([width-64-600]=width-64 [dm-mf2-basis-lr-0.001-1600]=dm-mf
                       [ipc1-mf2-basis-7-lr-10-1000]=ipc1-mf2-basis-7-lr-10-600 [ipc1-mf2-basis-7-lr-10-1500]=ipc1-mf2-basis-7-lr-10-1000
                       [ipc1-plain-2-1000]=ipc1-plain-2-600
                       [fmnist-ipc1-mf2-basis-7-lr-1-600]=fmnist-ipc1-mf2-basis-7-lr-1)
-order=(mf2 long-experts long-experts-lr mf2-basis mf2-basis-lr-10 width-64 width-64-600 lr-bases-1000 lr-hallucinators-10 init-default ipc1-plain ipc1-mf2-basis ipc1-steps-50 ipc1-width-64 zoo-plain ipc1-plain-2 ipc1-mf2-basis-7 ipc1-mf2-basis-7-lr-10 fmnist-ipc10-plain fmnist-ipc1-plain-2 fmnist-ipc1-mf2-basis-7-lr-10 ipc1-mf2-basis-7-lr-10-600 ipc1-plain-2-600 ipc1-mf2-basis-7-lr-10-1000 ipc1-plain-2-1000 ipc1-mf2-basis-7-lr-10-1500 fmnist-ipc1-mf2-basis-7-lr-10-600 fmnist-ipc1-mf2-basis-7-lr-1 fmnist-ipc1-mf2-basis-7-lr-1-600 fmnist-ipc1-mf2-basis-7-lr-0 fmnist-ipc1-mf2-basis-7-lr-1-norm fmnist-ipc1-plain-2-600 steps-40 start-2 experts-16 mf2-all
+order=(mf2 long-experts long-experts-lr mf2-basis mf2-basis-lr-10 width-64 width-64-600 lr-bases-1000 lr-hallucinators-10 init-default ipc1-plain ipc1-mf2-basis ipc1-steps-50 ipc1-width-64 zoo-plain ipc1-plain-2 ipc1-mf2-basis-7 ipc1-mf2-basis-7-lr-10 fmnist-ipc10-plain fmnist-ipc1-plain-2 fmnist-ipc1-mf2-basis-7-lr-10 ipc1-mf2-basis-7-lr-10-600 ipc1-plain-2-600 ipc1-mf2-basis-7-lr-10-1000 ipc1-plain-2-1000 ipc1-mf2-basis-7-lr-10-1500 ipc1-plain-2-1500 fmnist-ipc1-mf2-basis-7-lr-10-600 fmnist-ipc1-mf2-basis-7-lr-1 fmnist-ipc1-mf2-basis-7-lr-1-600 fmnist-ipc1-mf2-basis-7-lr-0 fmnist-ipc1-mf2-basis-7-lr-1-norm fmnist-ipc1-plain-2-600 steps-40 start-2 experts-16 mf2-all
        dm-lr-hallucinators-0.001 dm-mf2-basis dm-mf2-basis-lr-0.001 dm-mf2-basis-lr-0.001-1600 dm-mf2-basis-frozen dmt-mf2-basis-lr-0.001 dm-lambda-cos-10)
 train_experts() {  # experts folder, recipe, profile, settings: the run's experts trained first and timed
     local folder=$1 start=$SECONDS finished dataset count epochs width preprocessing
