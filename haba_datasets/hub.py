@@ -110,16 +110,10 @@ class Source:
             raise FormatError(f"{err} [{self.description}; downloaded twice]") from None
 
 
-def resolve(
-    name_or_path: str | Path,
-    *,
-    revision: str | None = None,
-    cache_dir: str | Path | None = None,
-    force_download: bool = False,
-    local_files_only: bool = False,
-    token: str | bool | None = None,
-) -> Source:
+def resolve(name_or_path: str | Path, *, revision: str | None, cache_dir: str | Path | None, force_download: bool,
+            local_files_only: bool, token: str | bool | None) -> Source:  # fmt: skip
     """Find a dataset: a local folder, else a zoo name, else a Hub dataset repo id (``user/name``).
+    The options are :meth:`FactorizedDataset.from_pretrained`'s, which holds their defaults.
 
     A zoo name is served from the copy bundled with the package (no network); it goes to its Hub
     repo only when a ``revision`` or ``force_download`` asks for the Hub, or when this install has
@@ -162,19 +156,12 @@ def resolve(
     return Source(config.parent, description, download, can_refetch=not offline, present={"config.json"})
 
 
-def push_files(
-    files: dict[str, bytes],
-    repo_id: str,
-    *,
-    owned: Callable[[str], bool],
-    private: bool | None = None,
-    token: str | None = None,
-    revision: str | None = None,
-    commit_message: str | None = None,
-    create_pr: bool = False,
-) -> CommitInfo:
+def push_files(files: dict[str, bytes], repo_id: str, *, owned: Callable[[str], bool], private: bool | None,
+               token: str | None, revision: str | None, commit_message: str | None,
+               create_pr: bool) -> CommitInfo:  # fmt: skip
     """Make ``files`` the content of a Hub dataset repo in ONE commit (creating repo and branch
-    as needed). Files already in the repo that ``owned(path)`` claims but ``files`` lacks are
+    as needed; the options are :meth:`FactorizedDataset.push_to_hub`'s, which holds their defaults).
+    Files already in the repo that ``owned(path)`` claims but ``files`` lacks are
     deleted in the same commit, so a failure part-way leaves the repo as it was.
 
     The commit names the head it was built on (``parent_commit``), so it never lands on top of
