@@ -113,11 +113,11 @@ class Source:
 def resolve(name_or_path: str | Path, *, revision: str | None, cache_dir: str | Path | None, force_download: bool,
             local_files_only: bool, token: str | bool | None) -> Source:  # fmt: skip
     """Find a dataset: a local folder, else a zoo name, else a Hub dataset repo id (``user/name``).
-    The options are :meth:`FactorizedDataset.from_pretrained`'s, which holds their defaults.
 
     A zoo name is served from the copy bundled with the package (no network); it goes to its Hub
     repo only when a ``revision`` or ``force_download`` asks for the Hub, or when this install has
-    no bundled copy. Raises :class:`HubError`.
+    no bundled copy. The options are :meth:`FactorizedDataset.from_pretrained`'s, which holds their
+    defaults. Raises :class:`HubError`.
     """
     path = Path(name_or_path)
     if _is_dir(path):
@@ -160,9 +160,9 @@ def push_files(files: dict[str, bytes], repo_id: str, *, owned: Callable[[str], 
                token: str | None, revision: str | None, commit_message: str | None,
                create_pr: bool) -> CommitInfo:  # fmt: skip
     """Make ``files`` the content of a Hub dataset repo in ONE commit (creating repo and branch
-    as needed; the options are :meth:`FactorizedDataset.push_to_hub`'s, which holds their defaults).
-    Files already in the repo that ``owned(path)`` claims but ``files`` lacks are
-    deleted in the same commit, so a failure part-way leaves the repo as it was.
+    as needed). Files already in the repo that ``owned(path)`` claims but ``files`` lacks are
+    deleted in the same commit, so a failure part-way leaves the repo as it was. The options are
+    :meth:`FactorizedDataset.push_to_hub`'s, which holds their defaults.
 
     The commit names the head it was built on (``parent_commit``), so it never lands on top of
     someone else's. When the connection fails after the commit was sent, the head is read again:
