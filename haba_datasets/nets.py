@@ -9,7 +9,7 @@ padding a side in the first conv, which makes it 32x32 from there on; ResNet18 p
 
 Registered names: ``ConvNet`` (depth 3, width 128, instance norm, average pooling) and its presets
 ``ConvNetD1/D2/D4`` (depth), ``ConvNetW32/W64/W256`` (width), ``ConvNetBN`` (batch norm), ``ConvNetNN`` (no
-norm), ``ConvNetMP`` (max pooling); ``AlexNet`` (no norm), ``VGG11`` and ``ResNet18`` (instance norm). The
+norm), ``ConvNetMP`` (max pooling); ``AlexNet`` (no norm, He init), ``VGG11`` and ``ResNet18`` (instance norm). The
 suffix ``BN`` always means batch norm: ``AlexNetBN``, ``VGG11BN``, ``ResNet18BN``.
 """
 
@@ -101,6 +101,14 @@ def _feature_size(name: str, image_size: int, pools: int) -> int:
     return size
 
 
+def _kaiming_init(net: nn.Module) -> None:
+    """He normal weights (fan in; gain for ReLU on convs, 1 on linear layers) and zero biases."""
+    for m in net.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(m.weight, nonlinearity="relu" if isinstance(m, nn.Conv2d) else "linear")
+            nn.init.zeros_(m.bias)
+
+
 class _Net(nn.Module):
     """A feature extractor ``features`` (ending in Flatten) followed by a linear ``classifier``."""
 
@@ -147,12 +155,18 @@ class ConvNet(_Net):
 class AlexNet(_Net):
     """The AlexNet variant of the dataset-distillation literature: five convs, three max pools, one linear layer.
 
-    ``norm`` ("none", "instance" or "batch") goes after every conv.
+    ``norm`` ("none", "instance" or "batch") goes after every conv. ``init``: "kaiming" (default: He normal
+    weights, zero biases, so the signal keeps its scale through the five convs) or "default" (PyTorch's, as the
+    literature's code). Without a norm, PyTorch's init shrinks the signal at every layer, the logits start near
+    zero, and 200 epochs on 100 distilled CIFAR-10 images stay at chance where He init trains
+    (recipes/README.md, "Across architectures").
     """
 
-    def __init__(self, channels: int, num_classes: int, image_size: int = 32, *, norm: str = "none") -> None:
+    def __init__(self, channels: int, num_classes: int, image_size: int = 32, *, norm: str = "none",
+                 init: str = "kaiming") -> None:  # fmt: skip
         super().__init__()
         _choice("norm", norm, ("none", "instance", "batch"))
+        _choice("init", init, ("kaiming", "default"))
         pool = partial(nn.MaxPool2d, 2)
         self.features = nn.Sequential(
             *_conv_block(channels, 128, 5, _first_padding(image_size, 2), norm), pool(),
@@ -164,6 +178,8 @@ class AlexNet(_Net):
         )  # fmt: skip
         size = _feature_size("AlexNet", image_size, 3)
         self.classifier = nn.Linear(192 * size * size, num_classes)
+        if init == "kaiming":
+            _kaiming_init(self)
 
 
 VGG11_CFG: tuple[int | str, ...] = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")

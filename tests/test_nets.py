@@ -53,6 +53,20 @@ def test_alexnet_parameter_count():
     assert n_params(create_net("AlexNetBN", 3, 10)) == expected + norm(128) + norm(192) + norm(256) + 2 * norm(192)
 
 
+def test_alexnet_kaiming_init_keeps_the_signal_scale():
+    """Without a norm, PyTorch's init shrinks the signal through the five convs (logits near zero: the chance
+    plateau of the cross-architecture tables); He init keeps it at the input's order of magnitude."""
+    x = torch.randn(16, 3, 32, 32)
+    torch.manual_seed(0)
+    kaiming = AlexNet(3, 10)
+    torch.manual_seed(0)
+    default = AlexNet(3, 10, init="default")
+    with torch.no_grad():
+        assert 0.3 < kaiming(x).std() < 10
+        assert default(x).std() < 0.1
+    assert all(not m.bias.any() for m in kaiming.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+
+
 def test_vgg11_parameter_count():
     widths = [3, 64, 128, 256, 256, 512, 512, 512, 512]
     expected = sum(conv(a, b, 3) + norm(b) for a, b in zip(widths, widths[1:])) + linear(512, 10)
@@ -120,7 +134,8 @@ def test_unknown_name_lists_known_names():
      ("ConvNet", 4, {}, "image_size 4 is too small"),
      ("VGG11", 32, {"norm": "layer"}, "norm must be one of"),
      ("ResNet18", 32, {"norm": "none"}, "norm must be one of"),
-     ("AlexNet", 32, {"depth": 2}, "bad options .*'AlexNet'.*depth")],  # fmt: skip
+     ("AlexNet", 32, {"depth": 2}, "bad options .*'AlexNet'.*depth"),
+     ("AlexNet", 32, {"init": "xavier"}, "init must be one of")],  # fmt: skip
 )
 def test_bad_options(name, image_size, options, message):
     with pytest.raises(ValueError, match=message):
