@@ -85,9 +85,10 @@ declare -A runs=(
                                          schedule.iterations=300"
     [fmnist-ipc1-plain-2-600]="fashion_mnist-ipc1@zoo-full-size fashion_mnist-cpu parameterization.kind=plain ipc=2
                                schedule.iterations=600"
-    [fmnist-ipc10-plain]="fashion_mnist-ipc10@zoo fashion_mnist-cpu parameterization.kind=plain"
-    # the zoo's fashion_mnist-ipc10 with the hallucinators' lr 1 (what made HaBa beat plain images at Fashion-MNIST IPC 1;
-    # the entry's lr 100 drifts its images to 580,000x the real std, which `normalize` then costs 0.7 points)
+    # (the zoo profile's lr_hallucinators when it ran, which a plain run never reads: its recorded recipe)
+    [fmnist-ipc10-plain]="fashion_mnist-ipc10@zoo fashion_mnist-cpu parameterization.kind=plain $haba.lr_hallucinators=100"
+    # the zoo's fashion_mnist-ipc10 until 2026-12-06 with the hallucinators' lr 1 (what made HaBa beat plain images at
+    # Fashion-MNIST IPC 1; lr 100 drifts the images to 580,000x the real std): the zoo profile since
     [fmnist-ipc10-lr-1]="fashion_mnist-ipc10@zoo fashion_mnist-cpu $haba.lr_hallucinators=1"
     [fmnist-ipc1-plain-2]="fashion_mnist-ipc1@zoo fashion_mnist-cpu parameterization.kind=plain ipc=2 schedule.iterations=300"
     # Fashion-MNIST's ipc1-mf2-basis-7-lr-10: 7 bases of 14x14 per class + 5 hallucinators with layers at 14x14,
