@@ -56,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
                                                           "of the same storage, in the same preprocessing")  # fmt: skip
     p.add_argument("--lr-grid", default=",".join(map(str, LR_GRID)), help="with --models: candidate lrs (default: %(default)s)")
     p.add_argument("--lr-epochs", type=int, help="with --models: epochs of each candidate's run (default: epochs / 5)")
+    p.add_argument("--resume", action="store_true", help="with --models: keep the networks a stopped run of the same "
+                                                         "command finished (OUTPUT/progress.json), train the rest")  # fmt: skip
     p.add_argument("--runs", type=int, help="default: the protocol recorded in the dataset's metrics, else 5")
     p.add_argument("--epochs", type=int, help="default: the protocol recorded in the dataset's metrics, else 1000")
     p.add_argument("--batch-size", type=int, default=256)
@@ -274,7 +276,7 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _cross_architecture(args, train, val, test, real, preprocessing, protocol, setting, lr, recorded) -> None:
-    from .cross_architecture import CrossArchitectureReport, evaluate_networks, image_scale, random_real_baseline
+    from .cross_architecture import evaluate_table, image_scale, random_real_baseline
     from .factorized import FactorizedDataset
     from .nets import list_nets
 
@@ -295,29 +297,30 @@ def _cross_architecture(args, train, val, test, real, preprocessing, protocol, s
     own_model = own_model or ("ConvNet" if lr is not None and "ConvNet" in models else None)
     own = {own_model: lr} if own_model is not None and lr is not None else {}
     lr_epochs = args.lr_epochs or max(1, args.epochs // 5)
-    common = {"num_classes": len(real.classes), "models": models, "runs": args.runs, "protocol": protocol, "grid": grid,
-              "lr_epochs": lr_epochs, "seed": args.seed, "device": args.device}  # fmt: skip
-    networks = evaluate_networks(train, test, val, own=own, setting=setting, **common)
+    scale = image_scale(train, val)
+    table = {"protocol": {**dataclasses.asdict(protocol), "lr": None}, "lr_grid": list(grid), "lr_epochs": lr_epochs,
+             "runs": args.runs, "seed": args.seed, "image_scale": scale}  # fmt: skip
     baseline = None
     if args.baseline:
         ipc = math.floor(train.storage.equivalent_ipc + 1e-9)
-        base = random_real_baseline(real, preprocessing, ipc, seed=args.seed)
-        baseline = evaluate_networks(base, test, val, setting={**setting, "train": f"random real, IPC {ipc}"}, **common)
-        setting = {**setting, "baseline_data": {"kind": "random real", "images_per_class": ipc,
-                                           "equivalent_ipc": train.storage.equivalent_ipc}}  # fmt: skip
-    scale = image_scale(train, val)
-    setting = {**setting, "protocol": {**dataclasses.asdict(protocol), "lr": None}, "lr_grid": list(grid),
-               "lr_epochs": lr_epochs, "runs": args.runs, "image_scale": scale}  # fmt: skip
-    report = CrossArchitectureReport(setting, own_model, networks, baseline)
+        baseline = (random_real_baseline(real, preprocessing, ipc, seed=args.seed), f"random real, IPC {ipc}")
+        table["baseline_data"] = {"kind": "random real", "images_per_class": ipc, "equivalent_ipc": train.storage.equivalent_ipc}
     stem = Path(str(args.name)).name + (f"-ipc{args.ipc}" if args.ipc else "")
-    paths = report.save(args.output or Path("evaluation") / f"{stem}-cross-architecture")
+    folder = args.output or Path("evaluation") / f"{stem}-cross-architecture"
+    try:
+        report = evaluate_table(train, test, val, folder=folder, setting=setting, table=table, distilled_with=own_model,
+                                own=own, baseline=baseline, resume=args.resume, num_classes=len(real.classes),
+                                models=models, runs=args.runs, protocol=protocol, grid=grid, lr_epochs=lr_epochs,
+                                seed=args.seed, device=args.device)  # fmt: skip
+    except ValueError as err:  # what it says of a progress.json from another setting, or of data a network cannot train on
+        raise UsageError(err) from None
     print(f"{setting['train']}: {args.runs} run(s) x {args.epochs} epochs per network; lr of the other networks chosen "
           f"on the validation split from {list(grid)} ({lr_epochs} epochs each)")  # fmt: skip
     print(report.table())
     if not 0.1 <= scale <= 10:
         print(f"note: the images' standard deviation is {scale:.3g}x the real images'; networks without normalisation "
               "may diverge on them (a dataset whose hallucinators' scale drifted: see their option normalize)")  # fmt: skip
-    print("wrote " + ", ".join(map(str, paths)))
+    print(f"wrote {folder}: report.json, table.md, chart.png and each network's report and curves")
 
 
 if __name__ == "__main__":

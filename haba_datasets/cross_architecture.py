@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -39,6 +40,15 @@ class NetworkResult:
     @property
     def mean(self) -> float:
         return self.report.mean if self.report is not None else math.nan
+
+    def to_json(self) -> dict:
+        return {"model": self.model, "lr": self.lr, "lr_source": self.lr_source, "lr_scores": self.lr_scores,
+                "report": None if self.report is None else self.report.to_json()}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, data: dict) -> NetworkResult:
+        report = None if data["report"] is None else Report.from_json(data["report"])
+        return cls(data["model"], data["lr"], data["lr_source"], data["lr_scores"], report)
 
 
 @dataclass
@@ -80,15 +90,11 @@ class CrossArchitectureReport:
         return "\n".join(rows)
 
     def to_json(self) -> dict:
-        def result(r: NetworkResult) -> dict:
-            return {"model": r.model, "lr": r.lr, "lr_source": r.lr_source, "lr_scores": r.lr_scores,
-                    "report": None if r.report is None else r.report.to_json()}  # fmt: skip
-
         return {
             **self.setting,
             "distilled_with": self.distilled_with,
-            "networks": [result(r) for r in self.networks],
-            "baseline": None if self.baseline is None else [result(r) for r in self.baseline],
+            "networks": [r.to_json() for r in self.networks],
+            "baseline": None if self.baseline is None else [r.to_json() for r in self.baseline],
             "transfer_mean": _finite(self.transfer_mean()),
             "baseline_transfer_mean": None if self.baseline is None else _finite(self.transfer_mean(self.baseline)),
         }
@@ -172,24 +178,74 @@ def choose_lr(train: Dataset, val: Dataset, *, num_classes: int, model: str, pro
 def evaluate_networks(train: Dataset, test: Dataset, val: Dataset, *, num_classes: int, models: list[str], runs: int,
                       protocol: Protocol, own: dict[str, float] | None = None, grid: tuple[float, ...] = LR_GRID,
                       lr_epochs: int | None = None, seed: int = 0, device: torch.device | str | None = None,
-                      setting: dict | None = None, progress: bool = True) -> list[NetworkResult]:  # fmt: skip
+                      setting: dict | None = None, progress: bool = True, done: dict[str, NetworkResult] | None = None,
+                      on_result: Callable[[NetworkResult], None] | None = None) -> list[NetworkResult]:  # fmt: skip
     """Train ``runs`` fresh networks of every model on ``train`` and test them. A model in ``own``
-    trains at that lr (``"learned"``); every other one at the lr :func:`choose_lr` picks."""
+    trains at that lr (``"learned"``); every other one at the lr :func:`choose_lr` picks. A model in
+    ``done`` is not trained again (its result is taken as it is); ``on_result`` sees each result."""
     results = []
     for model in models:
-        if model in (own or {}):
-            lr, source, scores = own[model], "learned", {}
+        if model in (done or {}):
+            result = done[model]
         else:
-            lr, scores = choose_lr(train, val, num_classes=num_classes, model=model, protocol=protocol, grid=grid,
-                                   epochs=lr_epochs, seed=seed, device=device)  # fmt: skip
-            source = "validation"
-        report = None
-        if lr is not None:
-            report = evaluate(train, test, num_classes=num_classes, model=model, runs=runs, protocol=replace(protocol, lr=lr),
-                              val=val, seed=seed, device=device, progress=progress,
-                              setting={**(setting or {}), "lr_source": source, "lr_scores": scores})  # fmt: skip
-        results.append(NetworkResult(model, lr, source, scores, report))
+            if model in (own or {}):
+                lr, source, scores = own[model], "learned", {}
+            else:
+                lr, scores = choose_lr(train, val, num_classes=num_classes, model=model, protocol=protocol, grid=grid,
+                                       epochs=lr_epochs, seed=seed, device=device)  # fmt: skip
+                source = "validation"
+            report = None
+            if lr is not None:
+                report = evaluate(train, test, num_classes=num_classes, model=model, runs=runs, protocol=replace(protocol, lr=lr),
+                                  val=val, seed=seed, device=device, progress=progress,
+                                  setting={**(setting or {}), "lr_source": source, "lr_scores": scores})  # fmt: skip
+            result = NetworkResult(model, lr, source, scores, report)
+        results.append(result)
+        if on_result is not None:
+            on_result(result)
     return results
+
+
+def evaluate_table(train: Dataset, test: Dataset, val: Dataset, *, folder: str | Path, setting: dict, table: dict,
+                   distilled_with: str | None = None, own: dict[str, float] | None = None,
+                   baseline: tuple[Dataset, str] | None = None, resume: bool = False, **common) -> CrossArchitectureReport:  # fmt: skip
+    """:func:`evaluate_networks` on ``train`` (and on ``baseline``, a dataset and its name), saved to
+    ``folder`` as a :class:`CrossArchitectureReport` whose setting is ``setting`` and ``table``.
+
+    After each network ``folder/progress.json`` records the finished ones; with ``resume`` a run
+    stopped part-way takes them from there (raises ``ValueError`` if they were measured in another
+    setting) and trains only the rest. The file goes once the table is saved.
+    """
+    folder = Path(folder)
+    progress = folder / "progress.json"
+    report = CrossArchitectureReport({**setting, **table}, distilled_with, [], [] if baseline is not None else None)
+    key = json.loads(json.dumps(report.setting))  # as the file records it
+    done: dict = {"networks": {}, "baseline": {}}
+    if resume and progress.is_file():
+        saved = json.loads(progress.read_text())
+        if saved.get("setting") != key:
+            changed = sorted(k for k in {*key, *saved.get("setting", {})} if key.get(k) != saved.get("setting", {}).get(k))
+            raise ValueError(f"{progress} holds results of another setting (differs in {changed}); remove it to start over")
+        done = {part: {r["model"]: NetworkResult.from_json(r) for r in saved[part]} for part in done}
+
+    def keeping(results: list[NetworkResult]) -> Callable[[NetworkResult], None]:
+        def keep(result: NetworkResult) -> None:
+            results.append(result)
+            record = {"setting": key, "networks": [r.to_json() for r in report.networks],
+                      "baseline": [r.to_json() for r in report.baseline or []]}  # fmt: skip
+            write_file(progress, (json.dumps(record) + "\n").encode())
+
+        return keep
+
+    evaluate_networks(train, test, val, own=own, setting=setting, done=done["networks"],
+                      on_result=keeping(report.networks), **common)  # fmt: skip
+    if baseline is not None:
+        data, name = baseline
+        evaluate_networks(data, test, val, setting={**setting, "train": name}, done=done["baseline"],
+                          on_result=keeping(report.baseline), **common)  # fmt: skip
+    report.save(folder)
+    progress.unlink(missing_ok=True)
+    return report
 
 
 def random_real_baseline(real: RealData, preprocessing: Preprocessing, images_per_class: int, *, seed: int = 0) -> TensorDataset:

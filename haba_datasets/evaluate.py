@@ -116,6 +116,14 @@ class Report:
             "runs": [_finite(asdict(r)) for r in self.runs],
         }
 
+    @classmethod
+    def from_json(cls, data: dict) -> Report:
+        """The report :meth:`to_json` wrote (null losses read back as NaN)."""
+        setting = {k: v for k, v in data.items() if k not in ("test_accuracy", "val_accuracy", "seconds", "runs")}
+        runs = [RunResult(**{**r, "curve": [{k: math.nan if v is None else v for k, v in p.items()} for p in r["curve"]]})
+                for r in data["runs"]]  # fmt: skip
+        return cls(setting, runs, data["seconds"])
+
     def save(self, folder: str | Path) -> tuple[Path, Path]:
         """Write ``report.json`` and ``curves.png`` (loss and validation accuracy per epoch)."""
         report = Path(folder) / "report.json"

@@ -11,8 +11,9 @@ from torch.utils.data import TensorDataset
 
 from haba_datasets import FactorizedDataset, create_hallucinators
 from haba_datasets.cli import main
-from haba_datasets.cross_architecture import (CrossArchitectureReport, NetworkResult, card_summary, choose_lr, image_scale,
-                                              random_real_baseline)
+from haba_datasets import cross_architecture
+from haba_datasets.cross_architecture import (CrossArchitectureReport, NetworkResult, card_summary, choose_lr, evaluate_table,
+                                              image_scale, random_real_baseline)
 from haba_datasets.data import load_real
 from haba_datasets.evaluate import Protocol, Report, RunResult, diverged, train_and_test
 from tests.conftest import make_dataset
@@ -86,6 +87,51 @@ def test_the_table_shows_each_network_the_transfer_mean_and_the_gain_over_the_ba
         assert chart.width > 300
 
 
+def test_a_result_reads_back_as_it_was_written_non_finite_losses_included():
+    runs = [RunResult(0, 0.5, 0.4, [{"epoch": 1, "lr": 0.1, "loss": 2.0, "train_accuracy": 0.3}]),
+            RunResult(1, 0.1, None, [{"epoch": 1, "lr": 0.1, "loss": math.nan, "train_accuracy": 0.1}], diverged=True)]
+    result = NetworkResult("VGG11", 0.01, "validation", {"0.01": 0.4, "0.1": None}, Report({"train": "tiny"}, runs, 2.5))
+    back = NetworkResult.from_json(json.loads(json.dumps(result.to_json())))
+    assert back.to_json() == result.to_json() and math.isnan(back.report.runs[1].curve[0]["loss"])
+    assert back.report.diverged_seeds == [1] and back.mean == 0.5
+    assert NetworkResult.from_json(NetworkResult("AlexNet", None, "validation", {"0.1": None}, None).to_json()).report is None
+
+
+def test_a_stopped_table_resumes_from_the_networks_it_finished(tmp_path, monkeypatch):
+    train, test, val = _easy(5, 0), _easy(10, 1), _easy(10, 2)
+    trained = []
+    real_evaluate = cross_architecture.evaluate
+
+    def counting(*args, model, **kwargs):
+        trained.append(model)
+        if model == stop_at:
+            raise KeyboardInterrupt  # the session ends here
+        return real_evaluate(*args, model=model, **kwargs)
+
+    monkeypatch.setattr(cross_architecture, "evaluate", counting)
+    common = {"num_classes": 3, "models": ["ConvNetW32", "ConvNetNN"], "runs": 1, "protocol": PROTOCOL, "grid": (0.003, 0.05),
+              "lr_epochs": 3, "setting": {"train": "tiny"}, "own": {"ConvNetW32": 0.05}, "distilled_with": "ConvNetW32",
+              "baseline": (_easy(4, 3), "random real, IPC 4"), "progress": False}  # fmt: skip
+    progress = tmp_path / "progress.json"
+    stop_at = "ConvNetNN"
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_table(train, test, val, folder=tmp_path, table={"runs": 1}, **common)
+    saved = json.loads(progress.read_text())
+    assert [r["model"] for r in saved["networks"]] == ["ConvNetW32"] and saved["baseline"] == []
+    assert not (tmp_path / "report.json").exists()
+    with pytest.raises(ValueError, match=r"holds results of another setting \(differs in \['runs'\]\)"):
+        evaluate_table(train, test, val, folder=tmp_path, table={"runs": 2}, resume=True, **common)
+    stop_at, trained[:] = None, []
+    report = evaluate_table(train, test, val, folder=tmp_path, table={"runs": 1}, resume=True, **common)
+    assert trained == ["ConvNetNN", "ConvNetW32", "ConvNetNN"]  # the finished network is not trained again
+    assert report.networks[0].to_json() == saved["networks"][0] and [r.model for r in report.baseline] == common["models"]
+    assert not progress.exists() and json.loads((tmp_path / "report.json").read_text())["networks"][0] == saved["networks"][0]
+    trained[:] = []
+    again = evaluate_table(train, test, val, folder=tmp_path / "fresh", table={"runs": 1}, **common)
+    assert len(trained) == 4  # resuming changes no number:
+    assert [r.mean for r in again.networks + again.baseline] == [r.mean for r in report.networks + report.baseline]
+
+
 def test_the_baseline_has_the_storage_of_the_dataset(colors):
     real = load_real("colors", data_root=colors)
     norm = real.fit_preprocessing("normalize")
@@ -128,6 +174,10 @@ def test_cli_cross_architecture_table_with_the_random_baseline(colors, capsys):
     assert other["lr"] == float(max((k for k, v in other["lr_scores"].items() if v is not None), key=other["lr_scores"].get))
     assert [r["lr_source"] for r in saved["baseline"]] == ["validation", "validation"]
     assert (out / "table.md").read_text().startswith("| network |") and (out / "chart.png").is_file()
+    assert not (out / "progress.json").exists()  # gone with the finished table
+    (out / "progress.json").write_text(json.dumps({"setting": {**saved, "runs": 3}, "networks": [], "baseline": []}))
+    assert main(args + ["--resume"]) == 2
+    assert "holds results of another setting" in capsys.readouterr().err
     assert main(["evaluate", str(folder), "--data-root", str(colors), "--models", "ConvNetW32,Nope"]) == 2
     assert "unknown network(s) ['Nope']" in capsys.readouterr().err
     assert main(["evaluate", str(folder), "--data-root", str(colors), "--baseline", "random"]) == 2
