@@ -31,6 +31,8 @@ declare -A runs=(
     # the same with the hallucinators' lr 10x smaller (what made multi-formation win at IPC 1: ipc1-mf2-basis-7-lr-10)
     [mf2-basis-lr-10]="cifar10-ipc10 cifar10-ipc10-cpu $mf $haba.hallucinator_options.at=basis $haba.bases_per_class=39
                        objective.mtt.batch_syn=90 $haba.lr_hallucinators=10"
+    # the `cpu` profile itself, remade beside one-factor runs on another machine (its experts retrained there)
+    [cpu]="cifar10-ipc10 cifar10-ipc10-cpu"
     [mf2-all]="cifar10-ipc10 cifar10-ipc10-cpu $mf $haba.bases_per_class=36"  # all 360 bases in every inner step
     [lr-bases-1000]="cifar10-ipc10 cifar10-ipc10-cpu $haba.lr_bases=1000"
     [lr-hallucinators-10]="cifar10-ipc10 cifar10-ipc10-cpu $haba.lr_hallucinators=10"
@@ -111,6 +113,12 @@ declare -A runs=(
     # the control: the same with the hallucinators frozen near the identity (multi-formation alone, as IDC)
     [dm-mf2-basis-frozen]="cifar10-ipc10@cpu-dm - $mf $haba.hallucinator_options.at=basis $haba.bases_per_class=39
                            $haba.lr_hallucinators=0"
+    # its DM networks at width 64 instead of 32 (width was the one factor that paid on MTT; the paper's DM: 128),
+    # and its real batch at the paper's 256 per class instead of 64
+    [dm-mf2-basis-lr-0.001-w64]="cifar10-ipc10@cpu-dm - $mf $haba.hallucinator_options.at=basis $haba.bases_per_class=39
+                                 $haba.lr_hallucinators=0.001 objective.dm.net_options.width=64"
+    [dm-mf2-basis-lr-0.001-real-256]="cifar10-ipc10@cpu-dm - $mf $haba.hallucinator_options.at=basis $haba.bases_per_class=39
+                                      $haba.lr_hallucinators=0.001 objective.dm.batch_real=256"
     # (the same at IPC 50 is the `zoo` profile of recipes/cifar10-ipc50.yaml, made by recipes/zoo.sh)
     # the IPC 10 DM winner under partly trained networks (the cpu experts after a random epoch 0-6, as IDM/DANCE),
     # 400 iterations (compared with the winner's in-loop validation at iterations 200 and 400)
@@ -136,8 +144,8 @@ declare -A continues=([width-64-600]=width-64 [dm-mf2-basis-lr-0.001-1600]=dm-mf
                       [ipc1-mf2-basis-7-lr-10-1000]=ipc1-mf2-basis-7-lr-10-600 [ipc1-mf2-basis-7-lr-10-1500]=ipc1-mf2-basis-7-lr-10-1000
                       [ipc1-plain-2-1000]=ipc1-plain-2-600
                       [fmnist-ipc1-mf2-basis-7-lr-1-600]=fmnist-ipc1-mf2-basis-7-lr-1)
-order=(mf2 long-experts long-experts-lr mf2-basis mf2-basis-lr-10 width-64 width-64-600 lr-bases-1000 lr-hallucinators-10 init-default ipc1-plain ipc1-mf2-basis ipc1-steps-50 ipc1-width-64 zoo-plain ipc1-plain-2 ipc1-mf2-basis-7 ipc1-mf2-basis-7-lr-10 fmnist-ipc10-plain fmnist-ipc1-plain-2 fmnist-ipc1-mf2-basis-7-lr-10 ipc1-mf2-basis-7-lr-10-600 ipc1-plain-2-600 ipc1-mf2-basis-7-lr-10-1000 ipc1-plain-2-1000 ipc1-mf2-basis-7-lr-10-1500 ipc1-plain-2-1500 fmnist-ipc1-mf2-basis-7-lr-10-600 fmnist-ipc1-mf2-basis-7-lr-1 fmnist-ipc1-mf2-basis-7-lr-1-600 fmnist-ipc1-mf2-basis-7-lr-0 fmnist-ipc1-mf2-basis-7-lr-1-norm fmnist-ipc1-plain-2-600 fmnist-ipc10-lr-1 steps-40 start-2 experts-16 mf2-all
-       dm-lr-hallucinators-0.001 dm-mf2-basis dm-mf2-basis-lr-0.001 dm-mf2-basis-lr-0.001-1600 dm-mf2-basis-frozen dmt-mf2-basis-lr-0.001 dm-lambda-cos-10)
+order=(cpu mf2 long-experts long-experts-lr mf2-basis mf2-basis-lr-10 width-64 width-64-600 lr-bases-1000 lr-hallucinators-10 init-default ipc1-plain ipc1-mf2-basis ipc1-steps-50 ipc1-width-64 zoo-plain ipc1-plain-2 ipc1-mf2-basis-7 ipc1-mf2-basis-7-lr-10 fmnist-ipc10-plain fmnist-ipc1-plain-2 fmnist-ipc1-mf2-basis-7-lr-10 ipc1-mf2-basis-7-lr-10-600 ipc1-plain-2-600 ipc1-mf2-basis-7-lr-10-1000 ipc1-plain-2-1000 ipc1-mf2-basis-7-lr-10-1500 ipc1-plain-2-1500 fmnist-ipc1-mf2-basis-7-lr-10-600 fmnist-ipc1-mf2-basis-7-lr-1 fmnist-ipc1-mf2-basis-7-lr-1-600 fmnist-ipc1-mf2-basis-7-lr-0 fmnist-ipc1-mf2-basis-7-lr-1-norm fmnist-ipc1-plain-2-600 fmnist-ipc10-lr-1 steps-40 start-2 experts-16 mf2-all
+       dm-lr-hallucinators-0.001 dm-mf2-basis dm-mf2-basis-lr-0.001 dm-mf2-basis-lr-0.001-1600 dm-mf2-basis-frozen dm-mf2-basis-lr-0.001-w64 dm-mf2-basis-lr-0.001-real-256 dmt-mf2-basis-lr-0.001 dm-lambda-cos-10)
 train_experts() {  # experts folder, recipe, profile, settings: the run's experts trained first and timed
     local folder=$1 start=$SECONDS finished dataset count epochs width preprocessing
     # what the run's resolved recipe asks for (read as `haba-datasets distill` reads it)
@@ -150,11 +158,15 @@ e = r["experts"]
 print(r["dataset"], e["count"], e["epochs"], e.get("net_options", {}).get("width", 128), r["preprocessing"])
 PY
 )
+    # 16 experts: the first 4 are the cpu profile's (an expert depends on (seed, index) only), 12 more are trained;
+    # the 4 count with their own training time
+    if (( count > 4 )) && [[ ! -d runs/experts/$folder ]]; then
+        cp -r runs/experts/cifar10-ipc10-cpu "runs/experts/$folder"
+        cp runs/experts/cifar10-ipc10-cpu.timing.json "runs/experts/$folder.timing.json"
+    fi
     finished=$(python -c "import sys; from haba_datasets.distill.experts import Experts; print(len(Experts.open(sys.argv[1]).ids))" \
         "runs/experts/$folder" 2>/dev/null) || finished=0
     (( finished >= count )) && return
-    # 16 experts: the first 4 are the cpu profile's (an expert depends on (seed, index) only), 12 more are trained
-    [[ $count -le 4 || -d runs/experts/$folder ]] || cp -r runs/experts/cifar10-ipc10-cpu "runs/experts/$folder"
     haba-datasets experts --dataset "$dataset" --experts "$count" --epochs "$epochs" --width "$width" \
         --preprocessing "$preprocessing" --seed 0 -o "runs/experts/$folder"
     # the time on this machine (a resumed training adds to it) goes with every run that uses these experts; the
