@@ -115,7 +115,7 @@ declare -A runs=(
     # the control: the same with the hallucinators frozen near the identity (multi-formation alone, as IDC)
     [dm-mf2-basis-frozen]="cifar10-ipc10@cpu-dm - $mf $haba.hallucinator_options.at=basis $haba.bases_per_class=39
                            $haba.lr_hallucinators=0"
-    # its DM networks at width 64 instead of 32 (width was the one factor that paid on MTT; the paper's DM: 128),
+    # its DM networks at width 64 instead of 32 (width paid on MTT; the paper's DM: 128),
     # and its real batch at the paper's 256 per class instead of 64
     [dm-mf2-basis-lr-0.001-w64]="cifar10-ipc10@cpu-dm - $mf $haba.hallucinator_options.at=basis $haba.bases_per_class=39
                                  $haba.lr_hallucinators=0.001 objective.dm.net_options.width=64"
