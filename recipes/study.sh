@@ -39,6 +39,8 @@ declare -A runs=(
     [init-default]="cifar10-ipc10 cifar10-ipc10-cpu $haba.hallucinator_options.init=default"  # the reference's init
     [steps-40]="cifar10-ipc10 cifar10-ipc10-cpu objective.mtt.syn_steps=40"
     [start-2]="cifar10-ipc10 cifar10-ipc10-cpu objective.mtt.max_start_epoch=2"
+    # the student's 20 inner steps match one expert epoch instead of two (3 would pass the 6 epochs trained)
+    [expert-epochs-1]="cifar10-ipc10 cifar10-ipc10-cpu objective.mtt.expert_epochs=1"
     [width-64]="cifar10-ipc10 cifar10-w64 experts.net_options.width=64"  # experts and student (the adversary: 32)
     # width-64 continued from its iteration-300 checkpoint to 600 iterations (the curve still rose at 300)
     [width-64-600]="cifar10-ipc10 cifar10-w64 experts.net_options.width=64 schedule.iterations=600"
@@ -150,7 +152,7 @@ declare -A continues=([width-64-600]=width-64 [dm-mf2-basis-lr-0.001-1600]=dm-mf
                       [ipc1-mf2-basis-7-lr-10-1000]=ipc1-mf2-basis-7-lr-10-600 [ipc1-mf2-basis-7-lr-10-1500]=ipc1-mf2-basis-7-lr-10-1000
                       [ipc1-plain-2-1000]=ipc1-plain-2-600
                       [fmnist-ipc1-mf2-basis-7-lr-1-600]=fmnist-ipc1-mf2-basis-7-lr-1)
-order=(cpu mf2 long-experts long-experts-lr mf2-basis mf2-basis-lr-10 width-64 width-64-600 lr-bases-1000 lr-hallucinators-10 init-default ipc1-plain ipc1-mf2-basis ipc1-steps-50 ipc1-width-64 zoo-plain zoo-steps-40 ipc1-plain-2 ipc1-mf2-basis-7 ipc1-mf2-basis-7-lr-10 fmnist-ipc10-plain fmnist-ipc1-plain-2 fmnist-ipc1-mf2-basis-7-lr-10 ipc1-mf2-basis-7-lr-10-600 ipc1-plain-2-600 ipc1-mf2-basis-7-lr-10-1000 ipc1-plain-2-1000 ipc1-mf2-basis-7-lr-10-1500 ipc1-plain-2-1500 fmnist-ipc1-mf2-basis-7-lr-10-600 fmnist-ipc1-mf2-basis-7-lr-1 fmnist-ipc1-mf2-basis-7-lr-1-600 fmnist-ipc1-mf2-basis-7-lr-0 fmnist-ipc1-mf2-basis-7-lr-1-norm fmnist-ipc1-plain-2-600 fmnist-ipc10-lr-1 steps-40 start-2 experts-16 mf2-all
+order=(cpu mf2 long-experts long-experts-lr mf2-basis mf2-basis-lr-10 width-64 width-64-600 lr-bases-1000 lr-hallucinators-10 init-default ipc1-plain ipc1-mf2-basis ipc1-steps-50 ipc1-width-64 zoo-plain zoo-steps-40 ipc1-plain-2 ipc1-mf2-basis-7 ipc1-mf2-basis-7-lr-10 fmnist-ipc10-plain fmnist-ipc1-plain-2 fmnist-ipc1-mf2-basis-7-lr-10 ipc1-mf2-basis-7-lr-10-600 ipc1-plain-2-600 ipc1-mf2-basis-7-lr-10-1000 ipc1-plain-2-1000 ipc1-mf2-basis-7-lr-10-1500 ipc1-plain-2-1500 fmnist-ipc1-mf2-basis-7-lr-10-600 fmnist-ipc1-mf2-basis-7-lr-1 fmnist-ipc1-mf2-basis-7-lr-1-600 fmnist-ipc1-mf2-basis-7-lr-0 fmnist-ipc1-mf2-basis-7-lr-1-norm fmnist-ipc1-plain-2-600 fmnist-ipc10-lr-1 steps-40 start-2 expert-epochs-1 experts-16 mf2-all
        dm-lr-hallucinators-0.001 dm-mf2-basis dm-mf2-basis-lr-0.001 dm-mf2-basis-lr-0.001-1600 dm-mf2-basis-frozen dm-mf2-basis-lr-0.001-w64 dm-mf2-basis-lr-0.001-w64-lr-half dm-mf2-basis-lr-0.001-real-256 dmt-mf2-basis-lr-0.001 dm-lambda-cos-10)
 train_experts() {  # experts folder, recipe, profile, settings: the run's experts trained first and timed
     local folder=$1 start=$SECONDS finished dataset count epochs width preprocessing
@@ -185,8 +187,9 @@ PY
 restore() {  # run, experts folder: a run missing here but kept (RUN:keep) is written back from its committed state
     local state=$results/$1/state
     [[ -d runs/study/$1 || ! -d $state ]] && return
-    [[ $2 != - ]] || { echo "$1: a kept state is written back with its experts' preprocessing (MTT runs only)" >&2; exit 2; }
-    python recipes/run_state.py restore "$state" "runs/study/$1" --experts-dir "runs/experts/$2"
+    local source=(--experts-dir "runs/experts/$2")  # MTT: the experts' ZCA; DM: the ZCA fitted again
+    [[ $2 != - ]] || source=(--data-root "$HABA_DATA_ROOT")
+    python recipes/run_state.py restore "$state" "runs/study/$1" "${source[@]}"
 }
 for name in "${@:-${order[@]}}"; do
     if [[ $name == *:keep ]]; then  # RUN:keep commits what RUN needs to continue elsewhere (recipes/run_state.py)

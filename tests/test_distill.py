@@ -233,7 +233,7 @@ def test_to_dataset_round_trips(tmp_path):
 
 
 def run_loop(out, iterations, *, objective="dm", kind="haba", experts=None, resume=False, stop_at=None, monkeypatch=None,
-             **objective_options):  # fmt: skip
+             settings=None, **objective_options):  # fmt: skip
     torch.manual_seed(0)
     synthetic, objective = make_synthetic(kind), make_objective(objective, experts, **objective_options)
     x, y = real_images(30, seed=9)
@@ -250,7 +250,7 @@ def run_loop(out, iterations, *, objective="dm", kind="haba", experts=None, resu
         monkeypatch.setattr(synthetic, "adversary_step", interrupted)
     schedule = Schedule(iterations=iterations, eval_every=3, eval_epochs=5, grid_every=3, checkpoint_every=2)
     return distill(synthetic, objective, classes=COLORS, preprocessing=Identity(), val=torch.utils.data.TensorDataset(x, y),
-                   out_dir=out, schedule=schedule, settings={"test": 1}, resume=resume, progress=False)  # fmt: skip
+                   out_dir=out, schedule=schedule, settings=settings or {"test": 1}, resume=resume, progress=False)  # fmt: skip
 
 
 @pytest.mark.slow
@@ -331,28 +331,50 @@ def test_a_finished_run_continues_to_more_iterations(tmp_path):
     assert len((tmp_path / "longer" / "log.jsonl").read_text().splitlines()) == 7
 
 
-@pytest.mark.slow
-def test_a_kept_state_continues_on_another_machine(tmp_path, experts):
-    """recipes/run_state.py: the committed state (no ZCA) written back into a new folder with the
-    experts' preprocessing continues the run as if it had never moved."""
+def load_run_state():
+    """recipes/run_state.py as a module (recipes/ is not a package)."""
     spec = importlib.util.spec_from_file_location("run_state", Path(__file__).parents[1] / "recipes" / "run_state.py")
     run_state = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(run_state)
-    run_loop(tmp_path / "straight", 6, objective="mtt", experts=experts)
-    run_loop(tmp_path / "first", 4, objective="mtt", experts=experts)
+    return run_state
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("objective", ["mtt", "dm"])
+def test_a_kept_state_continues_on_another_machine(tmp_path, experts, real_folder, objective):
+    """recipes/run_state.py: the committed state (no ZCA) written back into a new folder with the
+    experts' preprocessing (MTT) or the one the run fitted, fitted again (DM), continues the run as
+    if it had never moved."""
+    run_state = load_run_state()
+    settings = {"dataset": str(real_folder), "preprocessing": "normalize"}
+    options = dict(objective=objective, experts=experts, settings=settings)
+    run_loop(tmp_path / "straight", 6, **options)
+    run_loop(tmp_path / "first", 4, **options)
     run_state.keep(tmp_path / "first", tmp_path / "state")
     run_state.keep(tmp_path / "first", tmp_path / "state")  # a newer state replaces the older
     assert sorted(p.name for p in (tmp_path / "state").iterdir()) == ["best", "checkpoint.safetensors", "log.jsonl"]
     assert not (tmp_path / "state" / "best" / "preprocessing.safetensors").exists()
-    run_state.restore(tmp_path / "state", tmp_path / "moved", experts.folder)
+    if objective == "mtt":
+        preprocessing = expected = experts.preprocessing
+    else:
+        preprocessing = run_state.refit(tmp_path / "state", None)
+        expected = load_real(real_folder).fit_preprocessing("normalize")
+    run_state.restore(tmp_path / "state", tmp_path / "moved", preprocessing)
     restored = FactorizedDataset.from_pretrained(tmp_path / "moved" / "best", device="cpu")
-    assert restored.preprocessing.config() == experts.preprocessing.config()
+    assert restored.preprocessing.config() == expected.config()
     with pytest.raises(SystemExit, match="exists"):
-        run_state.restore(tmp_path / "state", tmp_path / "moved", experts.folder)
-    run_loop(tmp_path / "moved", 6, objective="mtt", experts=experts, resume=True)
+        run_state.restore(tmp_path / "state", tmp_path / "moved", preprocessing)
+    run_loop(tmp_path / "moved", 6, resume=True, **options)
     a, b = ([json.loads(x) for x in (tmp_path / run / "log.jsonl").read_text().splitlines()] for run in ("straight", "moved"))
     b[4].pop("val_accuracy")  # the measurement at the first run's last iteration is extra
     assert a == b
+
+
+def test_refit_needs_the_dataset_and_preprocessing_in_the_checkpoint(tmp_path):
+    run_state = load_run_state()
+    run_loop(tmp_path / "run", 2)  # settings {"test": 1}
+    with pytest.raises(SystemExit, match="does not record its dataset and preprocessing"):
+        run_state.refit(tmp_path / "run", None)
 
 
 def test_resume_refuses_other_settings(tmp_path):
