@@ -48,6 +48,8 @@ declare -A runs=(
     [zoo-plain]="cifar10-ipc10@zoo cifar10-w64 parameterization.kind=plain"
     # the zoo's cifar10-ipc10 with 40 inner steps instead of 20 (steps-40 led the width-32 study in the loop)
     [zoo-steps-40]="cifar10-ipc10@zoo cifar10-w64 objective.mtt.syn_steps=40"
+    # its equal-budget baseline: plain images with 40 inner steps (zoo-plain has the zoo's 20)
+    [zoo-plain-steps-40]="cifar10-ipc10@zoo cifar10-w64 parameterization.kind=plain objective.mtt.syn_steps=40"
     # plain images at the storage of the other HaBa zoo entries (IPC 1: 2 images per class, 1.05x the HaBa entry's storage)
     # (the IPC 1 entries below made at 300 iterations say so: the zoo profile has 1,000 since 2026-12-03)
     [ipc1-plain-2]="cifar10-ipc1@zoo cifar10-ipc10-cpu parameterization.kind=plain ipc=2 schedule.iterations=300"
@@ -152,7 +154,7 @@ declare -A continues=([width-64-600]=width-64 [dm-mf2-basis-lr-0.001-1600]=dm-mf
                       [ipc1-mf2-basis-7-lr-10-1000]=ipc1-mf2-basis-7-lr-10-600 [ipc1-mf2-basis-7-lr-10-1500]=ipc1-mf2-basis-7-lr-10-1000
                       [ipc1-plain-2-1000]=ipc1-plain-2-600
                       [fmnist-ipc1-mf2-basis-7-lr-1-600]=fmnist-ipc1-mf2-basis-7-lr-1)
-order=(cpu mf2 long-experts long-experts-lr mf2-basis mf2-basis-lr-10 width-64 width-64-600 lr-bases-1000 lr-hallucinators-10 init-default ipc1-plain ipc1-mf2-basis ipc1-steps-50 ipc1-width-64 zoo-plain zoo-steps-40 ipc1-plain-2 ipc1-mf2-basis-7 ipc1-mf2-basis-7-lr-10 fmnist-ipc10-plain fmnist-ipc1-plain-2 fmnist-ipc1-mf2-basis-7-lr-10 ipc1-mf2-basis-7-lr-10-600 ipc1-plain-2-600 ipc1-mf2-basis-7-lr-10-1000 ipc1-plain-2-1000 ipc1-mf2-basis-7-lr-10-1500 ipc1-plain-2-1500 fmnist-ipc1-mf2-basis-7-lr-10-600 fmnist-ipc1-mf2-basis-7-lr-1 fmnist-ipc1-mf2-basis-7-lr-1-600 fmnist-ipc1-mf2-basis-7-lr-0 fmnist-ipc1-mf2-basis-7-lr-1-norm fmnist-ipc1-plain-2-600 fmnist-ipc10-lr-1 steps-40 start-2 expert-epochs-1 experts-16 mf2-all
+order=(cpu mf2 long-experts long-experts-lr mf2-basis mf2-basis-lr-10 width-64 width-64-600 lr-bases-1000 lr-hallucinators-10 init-default ipc1-plain ipc1-mf2-basis ipc1-steps-50 ipc1-width-64 zoo-plain zoo-steps-40 zoo-plain-steps-40 ipc1-plain-2 ipc1-mf2-basis-7 ipc1-mf2-basis-7-lr-10 fmnist-ipc10-plain fmnist-ipc1-plain-2 fmnist-ipc1-mf2-basis-7-lr-10 ipc1-mf2-basis-7-lr-10-600 ipc1-plain-2-600 ipc1-mf2-basis-7-lr-10-1000 ipc1-plain-2-1000 ipc1-mf2-basis-7-lr-10-1500 ipc1-plain-2-1500 fmnist-ipc1-mf2-basis-7-lr-10-600 fmnist-ipc1-mf2-basis-7-lr-1 fmnist-ipc1-mf2-basis-7-lr-1-600 fmnist-ipc1-mf2-basis-7-lr-0 fmnist-ipc1-mf2-basis-7-lr-1-norm fmnist-ipc1-plain-2-600 fmnist-ipc10-lr-1 steps-40 start-2 expert-epochs-1 experts-16 mf2-all
        dm-lr-hallucinators-0.001 dm-mf2-basis dm-mf2-basis-lr-0.001 dm-mf2-basis-lr-0.001-1600 dm-mf2-basis-frozen dm-mf2-basis-lr-0.001-w64 dm-mf2-basis-lr-0.001-w64-lr-half dm-mf2-basis-lr-0.001-real-256 dmt-mf2-basis-lr-0.001 dm-lambda-cos-10)
 train_experts() {  # experts folder, recipe, profile, settings: the run's experts trained first and timed
     local folder=$1 start=$SECONDS finished dataset count epochs width preprocessing
