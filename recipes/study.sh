@@ -44,11 +44,13 @@ declare -A runs=(
     [width-64]="cifar10-ipc10 cifar10-w64 experts.net_options.width=64"  # experts and student (the adversary: 32)
     # width-64 continued from its iteration-300 checkpoint to 600 iterations (the curve still rose at 300)
     [width-64-600]="cifar10-ipc10 cifar10-w64 experts.net_options.width=64 schedule.iterations=600"
-    # the zoo's cifar10-ipc10 (width 64, 600 iterations) with plain images: the equal-budget baseline of that entry
-    [zoo-plain]="cifar10-ipc10@zoo cifar10-w64 parameterization.kind=plain"
+    # the zoo's cifar10-ipc10 until 2026-12-06 (width 64, 600 iterations, 20 inner steps: the `zoo-steps-20` profile,
+    # `zoo` when it ran) with plain images: the equal-budget baseline of that entry
+    [zoo-plain]="cifar10-ipc10@zoo-steps-20 cifar10-w64 parameterization.kind=plain"
     # the zoo's cifar10-ipc10 with 40 inner steps instead of 20 (steps-40 led the width-32 study in the loop)
     [zoo-steps-40]="cifar10-ipc10@zoo cifar10-w64 objective.mtt.syn_steps=40"
-    # its equal-budget baseline: plain images with 40 inner steps (zoo-plain has the zoo's 20)
+    # its equal-budget baseline: plain images with 40 inner steps (zoo-plain has 20; the `zoo` profile has 40 since
+    # 2026-12-06, the setting says so for the record)
     [zoo-plain-steps-40]="cifar10-ipc10@zoo cifar10-w64 parameterization.kind=plain objective.mtt.syn_steps=40"
     # plain images at the storage of the other HaBa zoo entries (IPC 1: 2 images per class, 1.05x the HaBa entry's storage)
     # (the IPC 1 entries below made at 300 iterations say so: the zoo profile has 1,000 since 2026-12-03)
