@@ -61,7 +61,11 @@ def test_random_pairing_protocol():
         {"batch_size": 4},
         {"batch_size": 5, "shuffle": True, "drop_last": True},
         {"batch_size": 4, "num_workers": 2},
-        {"batch_size": 7, "shuffle": True, "pin_memory": True},
+        # without an accelerator torch ignores pin_memory with a UserWarning: the loader must still work
+        pytest.param(
+            {"batch_size": 7, "shuffle": True, "pin_memory": True},
+            marks=pytest.mark.filterwarnings("ignore:.*pin_memory.*:UserWarning"),
+        ),
     ],
     ids=["plain", "shuffle-drop-last", "workers", "pin-memory"],
 )
@@ -70,6 +74,8 @@ def test_dataloader_modes(dataset, kwargs):
     loader = DataLoader(dataset, **kwargs)
     images, labels = zip(*[(x, y) for x, y in loader])
     assert all(x.shape[1:] == (3, 8, 8) and x.dtype == torch.float32 and y.dtype == torch.int64 for x, y in zip(images, labels))
+    if kwargs.get("pin_memory") and torch.cuda.is_available():
+        assert all(x.is_pinned() for x in images)
     sizes = [len(y) for y in labels]
     if kwargs.get("drop_last"):
         assert set(sizes) == {kwargs["batch_size"]} and sum(sizes) == len(dataset) // 5 * 5
