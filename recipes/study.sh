@@ -127,6 +127,14 @@ declare -A runs=(
                                  $haba.lr_hallucinators=0.001 objective.dm.net_options.width=64"
     [dm-mf2-basis-lr-0.001-real-256]="cifar10-ipc10@cpu-dm - $mf $haba.hallucinator_options.at=basis $haba.bases_per_class=39
                                       $haba.lr_hallucinators=0.001 objective.dm.batch_real=256"
+    # the real batch's control: plain DM images with 256 real images per class (equal storage, objective, iterations)
+    [dm-plain-real-256]="cifar10-ipc10@cpu-dm - parameterization.kind=plain objective.dm.batch_real=256"
+    # the real-256 winner continued from its iteration-800 checkpoint to 1,600 iterations (its validation rose at 800)
+    [dm-mf2-basis-lr-0.001-real-256-1600]="cifar10-ipc10@cpu-dm - $mf $haba.hallucinator_options.at=basis
+                                           $haba.bases_per_class=39 $haba.lr_hallucinators=0.001
+                                           objective.dm.batch_real=256 schedule.iterations=1600"
+    # the zoo's cifar10-ipc50 (HaBa on DM, 64 real images per class) with 256: the IPC 10 finding at IPC 50
+    [ipc50-real-256]="cifar10-ipc50@zoo - objective.dm.batch_real=256 evaluation.epochs=300"
     # width 64 with both lrs halved: the DM loss sums over twice the features at width 64 (about twice the loss, so
     # twice the step at the same lr), and width 64 led at iteration 200 and fell after
     [dm-mf2-basis-lr-0.001-w64-lr-half]="cifar10-ipc10@cpu-dm - $mf $haba.hallucinator_options.at=basis $haba.bases_per_class=39
@@ -151,13 +159,14 @@ declare -A runs=(
 )
 # a run that continues another: its folder starts as a copy of that run's (checkpoint, log, best/, grids/)
 declare -A continues=([width-64-600]=width-64 [dm-mf2-basis-lr-0.001-1600]=dm-mf2-basis-lr-0.001
+                     [dm-mf2-basis-lr-0.001-real-256-1600]=dm-mf2-basis-lr-0.001-real-256
                       [ipc1-mf2-basis-7-lr-10-600]=ipc1-mf2-basis-7-lr-10 [fmnist-ipc1-plain-2-600]=fmnist-ipc1-plain-2
                       [fmnist-ipc1-mf2-basis-7-lr-10-600]=fmnist-ipc1-mf2-basis-7-lr-10
                       [ipc1-mf2-basis-7-lr-10-1000]=ipc1-mf2-basis-7-lr-10-600 [ipc1-mf2-basis-7-lr-10-1500]=ipc1-mf2-basis-7-lr-10-1000
                       [ipc1-plain-2-1000]=ipc1-plain-2-600
                       [fmnist-ipc1-mf2-basis-7-lr-1-600]=fmnist-ipc1-mf2-basis-7-lr-1)
 order=(cpu mf2 long-experts long-experts-lr mf2-basis mf2-basis-lr-10 width-64 width-64-600 lr-bases-1000 lr-hallucinators-10 init-default ipc1-plain ipc1-mf2-basis ipc1-steps-50 ipc1-width-64 zoo-plain zoo-steps-40 zoo-plain-steps-40 ipc1-plain-2 ipc1-mf2-basis-7 ipc1-mf2-basis-7-lr-10 fmnist-ipc10-plain fmnist-ipc1-plain-2 fmnist-ipc1-mf2-basis-7-lr-10 ipc1-mf2-basis-7-lr-10-600 ipc1-plain-2-600 ipc1-mf2-basis-7-lr-10-1000 ipc1-plain-2-1000 ipc1-mf2-basis-7-lr-10-1500 ipc1-plain-2-1500 fmnist-ipc1-mf2-basis-7-lr-10-600 fmnist-ipc1-mf2-basis-7-lr-1 fmnist-ipc1-mf2-basis-7-lr-1-600 fmnist-ipc1-mf2-basis-7-lr-0 fmnist-ipc1-mf2-basis-7-lr-1-norm fmnist-ipc1-plain-2-600 fmnist-ipc10-lr-1 steps-40 start-2 expert-epochs-1 experts-16 mf2-all
-       dm-lr-hallucinators-0.001 dm-mf2-basis dm-mf2-basis-lr-0.001 dm-mf2-basis-lr-0.001-1600 dm-mf2-basis-frozen dm-mf2-basis-lr-0.001-w64 dm-mf2-basis-lr-0.001-w64-lr-half dm-mf2-basis-lr-0.001-real-256 dmt-mf2-basis-lr-0.001 dm-lambda-cos-10)
+       dm-lr-hallucinators-0.001 dm-mf2-basis dm-mf2-basis-lr-0.001 dm-mf2-basis-lr-0.001-1600 dm-mf2-basis-frozen dm-mf2-basis-lr-0.001-w64 dm-mf2-basis-lr-0.001-w64-lr-half dm-mf2-basis-lr-0.001-real-256 dm-plain-real-256 dm-mf2-basis-lr-0.001-real-256-1600 ipc50-real-256 dmt-mf2-basis-lr-0.001 dm-lambda-cos-10)
 train_experts() {  # experts folder, recipe, profile, settings: the run's experts trained first and timed
     local folder=$1 start=$SECONDS finished dataset count epochs width preprocessing
     # what the run's resolved recipe asks for (read as `haba-datasets distill` reads it)
