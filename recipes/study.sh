@@ -159,7 +159,7 @@ declare -A runs=(
 )
 # a run that continues another: its folder starts as a copy of that run's (checkpoint, log, best/, grids/)
 declare -A continues=([width-64-600]=width-64 [dm-mf2-basis-lr-0.001-1600]=dm-mf2-basis-lr-0.001
-                     [dm-mf2-basis-lr-0.001-real-256-1600]=dm-mf2-basis-lr-0.001-real-256
+                      [dm-mf2-basis-lr-0.001-real-256-1600]=dm-mf2-basis-lr-0.001-real-256
                       [ipc1-mf2-basis-7-lr-10-600]=ipc1-mf2-basis-7-lr-10 [fmnist-ipc1-plain-2-600]=fmnist-ipc1-plain-2
                       [fmnist-ipc1-mf2-basis-7-lr-10-600]=fmnist-ipc1-mf2-basis-7-lr-10
                       [ipc1-mf2-basis-7-lr-10-1000]=ipc1-mf2-basis-7-lr-10-600 [ipc1-mf2-basis-7-lr-10-1500]=ipc1-mf2-basis-7-lr-10-1000
