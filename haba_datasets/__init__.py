@@ -1,6 +1,7 @@
 """haba-datasets: distilled datasets stored as bases x hallucinators (HaBa), as PyTorch datasets."""
 
 from .augment import DSA
+from .errors import HabaError
 from .data import load_real
 from .factorized import FactorizedDataset, StorageReport
 from .hallucinators import HallucinatorBank, create_hallucinators, list_hallucinators, register_hallucinators
@@ -8,17 +9,20 @@ from .hub import HubError
 from .fileformat import FormatError
 from .nets import create_net, list_nets, register_net
 from .preprocessing import ZCA, Identity, Normalize, Preprocessing
+from .registry import UnknownNameError
 
 __all__ = [
     "DSA",
     "FactorizedDataset",
     "FormatError",
+    "HabaError",
     "HallucinatorBank",
     "HubError",
     "Identity",
     "Normalize",
     "Preprocessing",
     "StorageReport",
+    "UnknownNameError",
     "ZCA",
     "create_hallucinators",
     "create_net",

@@ -22,6 +22,8 @@ import ctypes
 import ctypes.util
 import os
 
+__all__ = ["keep_freed_memory"]
+
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # mallopt parameters (glibc malloc.h)
 _applied = False
 

@@ -23,6 +23,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+__all__ = ["DSA", "Draw", "FAMILIES"]
+
 FAMILIES = ("color", "crop", "cutout", "flip", "scale", "rotate")
 
 _INTEGER_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64)

@@ -11,6 +11,8 @@ from .data import REAL_DATASETS
 from .hub import ZOO
 from .fileformat import PREVIEW
 
+__all__ = ["dataset_card"]
+
 
 def dataset_card(config: dict, storage, repo_id: str | None = None, export: dict | None = None) -> str:
     """Card text for a format-v1 ``config`` and its :class:`~haba_datasets.factorized.StorageReport`.

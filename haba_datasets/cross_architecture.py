@@ -23,6 +23,11 @@ from .evaluate import Protocol, Report, as_dataset, evaluate, train_and_test
 from .fileformat import write_file
 from .preprocessing import Preprocessing
 
+__all__ = [
+    "LR_GRID", "CrossArchitectureReport", "NetworkResult", "card_summary", "choose_lr", "evaluate_networks",
+    "evaluate_table", "image_scale", "random_real_baseline",
+]
+
 #: Learning rates tried on the validation split for a network that has none of its own.
 LR_GRID = (0.001, 0.003, 0.01, 0.03, 0.1)
 

@@ -24,6 +24,8 @@ from .fileformat import write_file
 from .registry import Registry
 from .preprocessing import ZCA, Identity, Normalize, Preprocessing
 
+__all__ = ["REAL_DATASETS", "RealData", "RealSpec", "Split", "load_real"]
+
 logger = logging.getLogger(__name__)
 
 

@@ -20,6 +20,8 @@ from .fileformat import FormatError
 from .nets import ConvNet
 from .preprocessing import Normalize
 
+__all__ = ["run_demo", "toy_images"]
+
 TOY_CLASSES = [f"grating-{i}" for i in range(10)]
 
 

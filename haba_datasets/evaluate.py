@@ -28,6 +28,11 @@ from .fileformat import write_file
 from .nets import create_net
 from .preprocessing import Preprocessing
 
+__all__ = [
+    "Protocol", "Report", "RunResult", "accuracy", "as_dataset", "diverged", "evaluate", "real_eval_sets",
+    "train_and_test", "train_epoch",
+]
+
 
 @dataclass(frozen=True)
 class Protocol:

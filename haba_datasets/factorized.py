@@ -24,6 +24,8 @@ from .hallucinators import HallucinatorBank
 from .preprocessing import Identity, Preprocessing
 from .viz import factor_grid, to_pil
 
+__all__ = ["FactorizedDataset", "Pairing", "StorageReport"]
+
 Pairing = Literal["all", "random"]
 
 

@@ -25,8 +25,11 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_bytes
 
+from .errors import HabaError
 from .hallucinators import HallucinatorBank, create_hallucinators, list_hallucinators
 from .preprocessing import Preprocessing, finite_in_float32, list_preprocessings, preprocessing_class
+
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "FormatError", "read_config"]
 
 FORMAT_NAME = "haba-datasets/factorized"
 FORMAT_VERSION = 1
@@ -57,7 +60,7 @@ SOFT_LABEL_TOLERANCE = 1e-3
 _DTYPES = {"F32": torch.float32, "I64": torch.int64}
 
 
-class FormatError(ValueError):
+class FormatError(HabaError, ValueError):
     """A factorized dataset folder or file is missing, corrupted or inconsistent."""
 
 

@@ -20,6 +20,11 @@ from torch import nn
 
 from .registry import Registry
 
+__all__ = [
+    "ConvHallucinators", "HallucinatorBank", "IdentityHallucinator", "UpsampledConvHallucinators",
+    "create_hallucinators", "list_hallucinators", "register_hallucinators",
+]
+
 Shape = tuple[int, int, int]
 
 #: Hallucinator architectures by the name the file format stores.

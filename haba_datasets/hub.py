@@ -38,8 +38,11 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.utils import validate_repo_id
 
+from .errors import HabaError
 from .fileformat import CONFIG, FormatError
 from .registry import Registry
+
+__all__ = ["ZOO", "ZOO_DIR", "HubError", "Source", "resolve"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -73,7 +76,7 @@ _CONNECT_ERRORS = _transport_errors("ConnectError")
 HUB_CALL_ERRORS = (HfHubHTTPError, HFValidationError, EntryNotFoundError, OSError, RuntimeError, *_TRANSPORT_ERRORS)
 
 
-class HubError(OSError):
+class HubError(HabaError, OSError):
     """A dataset could not be fetched from, or published to, the Hub; the message says what was tried."""
 
 

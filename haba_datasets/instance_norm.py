@@ -22,6 +22,8 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+__all__ = ["InstanceNorm"]
+
 
 class InstanceNorm(nn.Module):
     """Instance norm with affine ``weight``/``bias`` of shape ``(channels,)``: ``nn.GroupNorm(channels, channels)``

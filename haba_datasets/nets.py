@@ -25,6 +25,8 @@ from .instance_norm import InstanceNorm
 from .pooling import AvgPool2x2
 from .registry import Registry
 
+__all__ = ["AlexNet", "ConvNet", "ResNet18", "VGG11", "create_net", "list_nets", "register_net"]
+
 NetFactory = Callable[..., nn.Module]
 #: Networks by name: classes or factories ``(channels, num_classes, image_size=32, **options)``.
 NETS = Registry("network")

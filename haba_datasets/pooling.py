@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+__all__ = ["AvgPool2x2"]
+
 
 class AvgPool2x2(nn.Module):
     """``nn.AvgPool2d(2)``: the mean of each 2x2 window, stride 2.

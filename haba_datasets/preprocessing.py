@@ -18,6 +18,11 @@ from torch import nn
 
 from .registry import Registry
 
+__all__ = [
+    "ZCA", "Identity", "Normalize", "Preprocessing", "list_preprocessings", "preprocessing_class",
+    "register_preprocessing",
+]
+
 #: Preprocessing kinds by the name the file format stores.
 PREPROCESSINGS = Registry("preprocessing kind", name_attribute="kind")
 #: Class decorator registering a :class:`Preprocessing` subclass under a name (its ``kind``).

@@ -6,10 +6,14 @@ from __future__ import annotations
 import difflib
 from typing import Callable, TypeVar
 
+from .errors import HabaError
+
+__all__ = ["Registry", "UnknownNameError"]
+
 T = TypeVar("T")
 
 
-class UnknownNameError(ValueError):
+class UnknownNameError(HabaError, ValueError):
     """A name that is not in a :class:`Registry`; the message lists the known names."""
 
 

@@ -7,6 +7,8 @@ from PIL import Image, ImageDraw, ImageFont
 from torchvision.transforms.v2.functional import to_pil_image
 from torchvision.utils import make_grid
 
+__all__ = ["factor_grid", "to_pil"]
+
 _PAD = 2
 _GAP = 12  # white space between two classes' panels
 

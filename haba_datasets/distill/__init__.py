@@ -4,3 +4,5 @@ Any objective works with any parameterisation: an objective only asks the parame
 synthetic batches (:meth:`Parameterization.draw`) and returns a loss; the parameterisation owns
 its tensors, its optimisers and (HaBa) its adversary.
 """
+
+__all__: list[str] = []  # the engine's public names live in its modules

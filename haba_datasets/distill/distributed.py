@@ -21,6 +21,8 @@ import os
 import torch
 import torch.distributed as dist
 
+__all__ = ["barrier", "owns", "rank_and_world", "rows", "shared", "start", "sum_gradients", "sum_value", "summed"]
+
 
 def start(device: torch.device | str | None) -> tuple[int, int, torch.device, bool]:
     """Rank, world size, device, and whether this call started the process group.

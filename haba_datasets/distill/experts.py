@@ -38,6 +38,8 @@ from ..nets import create_net, list_nets
 from ..preprocessing import Preprocessing, list_preprocessings, preprocessing_class
 from . import distributed
 
+__all__ = ["Experts", "train_experts"]
+
 FORMAT_NAME = "haba-datasets/experts"
 FORMAT_VERSION = 1
 INDEX = "index.json"

@@ -32,6 +32,8 @@ from . import distributed
 from .objectives import Objective
 from .parameterizations import Parameterization
 
+__all__ = ["Schedule", "distill", "distill_step", "plot_progress"]
+
 CHECKPOINT = "checkpoint.safetensors"
 LOG = "log.jsonl"
 BEST = "best"

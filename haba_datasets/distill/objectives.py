@@ -22,6 +22,8 @@ from . import distributed
 from .experts import Experts, unflatten
 from .parameterizations import Parameterization
 
+__all__ = ["DistributionMatching", "Objective", "TrainedDistributionMatching", "TrajectoryMatching"]
+
 
 class Objective(nn.Module):
     """A distillation loss. Learnable values of its own (MTT's step size) come with optimisers."""

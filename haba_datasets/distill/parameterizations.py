@@ -20,6 +20,8 @@ from ..nets import create_net
 from ..preprocessing import Preprocessing
 from . import distributed
 
+__all__ = ["HaBa", "Parameterization", "PlainImages", "supcon"]
+
 
 class Parameterization(nn.Module):
     """Learnable synthetic data: ``num_items`` stored items (images or bases), each with a label."""

@@ -33,6 +33,11 @@ from .loop import Schedule, distill
 from .objectives import DistributionMatching, Objective, TrainedDistributionMatching, TrajectoryMatching
 from .parameterizations import HaBa, Parameterization, PlainImages
 
+__all__ = [
+    "OBJECTIVES", "PARAMETERIZATIONS", "build_objective", "build_synthetic", "items_per_class", "load_recipe",
+    "parse_overrides", "run_recipe",
+]
+
 logger = logging.getLogger(__name__)
 
 _KEYS = {"name", "dataset", "ipc", "preprocessing", "seed", "parameterization", "objective", "experts", "schedule",
