@@ -1,13 +1,17 @@
-"""Expert trajectories for trajectory matching (MTT): networks trained on real data, kept after every epoch.
+"""Expert networks trained on real data: MTT's trajectories (every epoch) or DANCE's two ends.
 
-An expert is a network trained from scratch on the whole preprocessed training split (SGD without
-momentum or weight decay, DSA on every batch). A folder of experts::
+An expert is a network trained from scratch on the whole preprocessed training split with SGD
+(MTT's experts: no momentum, no weight decay, a constant lr; DANCE's: momentum 0.9, weight decay
+5e-4, the lr x0.1 after 2/3 and again after 5/6 of the epochs), DSA on every batch. A folder::
 
     index.json                        settings, parameter shapes, finished experts (validated on reading)
     preprocessing.safetensors         tensors of the preprocessing (ZCA only)
-    expert_0000.safetensors           ``trajectory``: float32 (epochs + 1, P); row e = the parameters after
-                                      epoch e (row 0: the initialisation), flattened in ``named_parameters()`` order
-    expert_0001.partial.safetensors   the rows of an unfinished expert, continued by the next run
+    expert_0000.safetensors           ``trajectory``: float32 (rows, P), parameters flattened in
+                                      ``named_parameters()`` order; ``keep="all"``: rows = epochs + 1, row e
+                                      after epoch e (row 0: the initialisation); ``keep="ends"``: rows =
+                                      2, the initialisation and the final parameters (small enough to commit)
+    expert_0001.partial.safetensors   an unfinished expert (every epoch so far, and the momentum buffer),
+                                      continued by the next run
 
 Expert ``i``'s initialisation depends on ``(seed, i)`` only, and its epoch ``e`` (batch order, DSA
 draws) on ``(seed, i, e)`` only: the files do not depend on interruptions or on how many processes
@@ -41,13 +45,16 @@ from . import distributed
 __all__ = ["Experts", "train_experts"]
 
 FORMAT_NAME = "haba-datasets/experts"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 INDEX = "index.json"
-_KEYS = ("format", "format_version", "dataset", "classes", "image_shape", "net", "net_options", "preprocessing",
-         "parameters", "num_parameters", "epochs", "lr", "batch_size", "dsa", "seed", "experts")  # fmt: skip
+_KEYS_V1 = ("format", "format_version", "dataset", "classes", "image_shape", "net", "net_options", "preprocessing",
+            "parameters", "num_parameters", "epochs", "lr", "batch_size", "dsa", "seed", "experts")  # fmt: skip
+_KEYS = (*_KEYS_V1, "momentum", "weight_decay", "lr_steps", "keep")
+_V1_DEFAULTS = {"momentum": 0.0, "weight_decay": 0.0, "lr_steps": False, "keep": "all"}  # what version 1 trained
+KEEPS = ("all", "ends")
 # What a rerun must share with the folder's index.json (the preprocessing is compared by kind and eps).
 _SETTINGS = ("dataset", "classes", "image_shape", "net", "net_options", "epochs", "lr", "batch_size", "dsa", "seed",
-             "parameters")  # fmt: skip
+             "parameters", "momentum", "weight_decay", "lr_steps", "keep")  # fmt: skip
 _FINISHED = re.compile(r"expert_(\d{4,})\.safetensors")
 
 
@@ -81,18 +88,34 @@ def train_experts(
     lr: float = 0.01,
     batch_size: int = 256,
     dsa: bool = True,
+    momentum: float = 0.0,
+    weight_decay: float = 0.0,
+    lr_steps: bool = False,
+    keep: str = "all",
     seed: int = 0,
     device: torch.device | str | None = None,
     progress: bool = True,
 ) -> Path:
     """Train experts ``0 .. experts - 1`` into ``out_dir``; return it.
 
-    Finished experts are kept and unfinished ones continued from their last epoch. A folder that
-    holds experts of other settings raises ``ValueError`` (more experts than before is fine).
-    Launched by ``torchrun``, the processes share the experts (``cuda:LOCAL_RANK`` on GPUs).
+    ``momentum``, ``weight_decay`` and ``lr_steps`` (lr x0.1 after 2/3 and after 5/6 of the
+    epochs) set the SGD; ``keep`` is ``"all"`` (every epoch: MTT) or ``"ends"`` (initial and
+    final parameters: DANCE). Finished experts are kept and unfinished ones continued from their
+    last epoch. A folder that holds experts of other settings raises ``ValueError`` (more
+    experts than before is fine). Launched by ``torchrun``, the processes share the experts
+    (``cuda:LOCAL_RANK`` on GPUs).
+
+    Example::
+
+        train_experts("experts/cifar10-dance", dataset="cifar10", experts=3, epochs=8, momentum=0.9,
+                      weight_decay=5e-4, lr_steps=True, keep="ends", net_options={"width": 32})
     """
     if min(experts, epochs, batch_size) < 1 or not (lr > 0 and math.isfinite(lr)):
         raise ValueError(f"need experts, epochs, batch_size >= 1 and lr > 0; got {experts}, {epochs}, {batch_size}, {lr}")
+    if not (0 <= momentum < 1 and 0 <= weight_decay < 1):
+        raise ValueError(f"need 0 <= momentum < 1 and 0 <= weight_decay < 1; got {momentum}, {weight_decay}")
+    if keep not in KEEPS:
+        raise ValueError(f"keep must be one of {KEEPS}, got {keep!r}")
     preprocessing_class(preprocessing)
     out = Path(out_dir)
     rank, world, device, started = distributed.start(device)
@@ -100,7 +123,8 @@ def train_experts(
         real = load_real(dataset, data_root=data_root)
         settings = {"dataset": real.name, "classes": real.classes, "image_shape": list(real.image_shape), "net": net,
                     "net_options": dict(net_options or {}), "epochs": epochs, "lr": lr, "batch_size": batch_size,
-                    "dsa": dsa, "seed": seed}  # fmt: skip
+                    "dsa": dsa, "seed": seed, "momentum": float(momentum), "weight_decay": float(weight_decay),
+                    "lr_steps": bool(lr_steps), "keep": keep}  # fmt: skip
         with torch.device("meta"):
             params = _net(settings).named_parameters()
             settings["parameters"] = [[name, list(p.shape)] for name, p in params]
@@ -148,14 +172,26 @@ class Experts:
         return _net(self.config)
 
     def trajectory(self, expert_id: int, start: int, stop: int) -> Tensor:
-        """Rows ``start .. stop`` (both included) of an expert's trajectory: float32 ``(stop - start + 1, P)``."""
-        if expert_id not in self.ids:
-            raise ValueError(f"no finished expert {expert_id} in {self.folder} (finished: {self.ids})")
+        """Rows ``start .. stop`` (both included) of an expert's trajectory: float32 ``(stop - start + 1, P)``
+        (experts kept with ``keep="all"``)."""
+        if self.config["keep"] != "all":
+            raise ValueError(f"{self.folder}: these experts keep only their {self.config['keep']}, not every epoch "
+                             "(train them with keep='all' for trajectory matching)")  # fmt: skip
         if not 0 <= start <= stop <= self.config["epochs"]:
             raise ValueError(f"need 0 <= start <= stop <= {self.config['epochs']}, got start {start}, stop {stop}")
-        path = self.folder / expert_file(expert_id)
+        return self._rows(expert_id, slice(start, stop + 1))
+
+    def ends(self, expert_id: int) -> tuple[Tensor, Tensor]:
+        """An expert's initial and final parameters (any ``keep``)."""
+        rows = _trajectory_shape(self.config)[0]
+        first, last = self._rows(expert_id, slice(0, 1)), self._rows(expert_id, slice(rows - 1, rows))
+        return first[0], last[0]
+
+    def _rows(self, expert_id: int, rows: slice) -> Tensor:
+        if expert_id not in self.ids:
+            raise ValueError(f"no finished expert {expert_id} in {self.folder} (finished: {self.ids})")
         spec = {"trajectory": _trajectory_shape(self.config)}
-        return _read_checked(path, spec, rows=slice(start, stop + 1))["trajectory"]
+        return _read_checked(self.folder / expert_file(expert_id), spec, rows=rows)["trajectory"]
 
 
 def _derived_seed(*keys: int) -> int:
@@ -169,7 +205,14 @@ def _net(config: dict) -> nn.Module:
 
 
 def _trajectory_shape(config: dict) -> tuple[int, int]:
-    return config["epochs"] + 1, config["num_parameters"]
+    return (config["epochs"] + 1 if config["keep"] == "all" else 2), config["num_parameters"]
+
+
+def epoch_lr(config: dict, epoch: int) -> float:
+    """The lr of epoch ``epoch`` (1-based): ``lr``, x0.1 after 2/3 and again after 5/6 of the epochs with ``lr_steps``."""
+    epochs = config["epochs"]
+    steps = sum(epoch > m for m in (2 * epochs // 3, 5 * epochs // 6)) if config["lr_steps"] else 0
+    return config["lr"] * 0.1**steps
 
 
 def _start_folder(out: Path, settings: dict, real: RealData, kind: str, eps: float, rank: int) -> dict:
@@ -204,9 +247,13 @@ def _train_expert(out: Path, i: int, config: dict, images: Tensor, labels: Tenso
     """Train (or continue) expert ``i``: a partial file after every epoch, the final file at the end."""
     partial = out / expert_file(i, partial=True)
     shapes = [(n, tuple(s)) for n, s in config["parameters"]]
-    epochs, seed = config["epochs"], config["seed"]
+    epochs, seed, size = config["epochs"], config["seed"], config["num_parameters"]
+    momentum = config["momentum"]
+    buffer = None
     if partial.exists():
-        rows = list(_read_checked(partial, {"trajectory": (None, config["num_parameters"])})["trajectory"])
+        specs = {"trajectory": (None, size), **({"momentum": (size,)} if momentum else {})}
+        saved = _read_checked(partial, specs)
+        rows, buffer = list(saved["trajectory"]), saved.get("momentum")
         if not 1 <= len(rows) <= epochs + 1:
             raise FormatError(f"{partial}: {len(rows)} rows for {epochs} epochs (delete it to restart expert {i})")
         net = _net(config)
@@ -217,24 +264,33 @@ def _train_expert(out: Path, i: int, config: dict, images: Tensor, labels: Tenso
             net = _net(config)
         rows = [flatten_parameters(net)]
     net.to(device)
-    optimizer = torch.optim.SGD(net.parameters(), lr=config["lr"])
+    optimizer = torch.optim.SGD(net.parameters(), lr=config["lr"], momentum=momentum, weight_decay=config["weight_decay"])
+    if buffer is not None:
+        for p, b in zip(net.parameters(), unflatten(buffer.to(device), shapes).values()):
+            optimizer.state[p]["momentum_buffer"] = b.clone()
     augment = DSA() if config["dsa"] else None
     done = ""
     bar = tqdm(desc=f"expert {i}", initial=len(rows) - 1, total=epochs, unit="epoch", leave=False,
-               disable=not progress or bool(rank))  # fmt: skip
+               disable=True if not progress or rank else None)  # fmt: skip
     for epoch in range(len(rows), epochs + 1):
+        for group in optimizer.param_groups:
+            group["lr"] = epoch_lr(config, epoch)
         generator = torch.Generator().manual_seed(_derived_seed(seed, i, epoch))  # batch order, then DSA draws
         order = torch.randperm(len(labels), generator=generator).to(device)
         batches = ((images[index], labels[index]) for index in order.split(config["batch_size"]))
         loss, accuracy = train_epoch(net, batches, optimizer, device, augment, generator)
         rows.append(flatten_parameters(net).cpu())
         if epoch < epochs:
-            fileformat.write_file(partial, safetensors_bytes({"trajectory": torch.stack(rows)}))
+            tensors = {"trajectory": torch.stack(rows)}
+            if momentum:
+                tensors["momentum"] = torch.cat([optimizer.state[p]["momentum_buffer"].flatten() for p in net.parameters()]).cpu()
+            fileformat.write_file(partial, safetensors_bytes(tensors))
         bar.set_postfix(loss=f"{loss:.3f}", acc=f"{accuracy:.3f}", refresh=False)
         bar.update()
         done = f", last epoch: loss {loss:.4f}, training accuracy {accuracy:.1%}"
     bar.close()
-    fileformat.write_file(out / expert_file(i), safetensors_bytes({"trajectory": torch.stack(rows)}))
+    kept = rows if config["keep"] == "all" else [rows[0], rows[-1]]
+    fileformat.write_file(out / expert_file(i), safetensors_bytes({"trajectory": torch.stack(kept)}))
     partial.unlink(missing_ok=True)
     if progress:
         tqdm.write(f"{'' if rank is None else f'[rank {rank}] '}expert {i}: {epochs} epochs{done}")
@@ -276,17 +332,25 @@ _CHECKS = {
     "seed": ("an int", _is_int),
     "experts": ("a sorted list of distinct ints >= 0", lambda v: isinstance(v, list) and all(_is_int(i, 0) for i in v)
                 and v == sorted(set(v))),
+    "momentum": ("a number in [0, 1)", lambda v: type(v) in (int, float) and 0 <= v < 1),
+    "weight_decay": ("a number in [0, 1)", lambda v: type(v) in (int, float) and 0 <= v < 1),
+    "lr_steps": ("true or false", lambda v: isinstance(v, bool)),
+    "keep": (f"one of {list(KEEPS)}", lambda v: v in KEEPS),
 }  # fmt: skip
 
 
 def _validate_index(index) -> None:
     if not isinstance(index, dict) or index.get("format") != FORMAT_NAME:
         raise ValueError(f"'format' must be {FORMAT_NAME!r}")
-    if index.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"unsupported format_version {index.get('format_version')!r} (this library reads {FORMAT_VERSION})")
-    if set(index) != set(_KEYS):
-        missing, extra = sorted(set(_KEYS) - set(index)), sorted(set(index) - set(_KEYS))
-        raise ValueError(f"keys differ from format v1: missing {missing}, unexpected {extra}")
+    version = index.get("format_version")
+    if version not in (1, FORMAT_VERSION) or isinstance(version, bool):
+        raise ValueError(f"unsupported format_version {version!r} (this library reads 1 and {FORMAT_VERSION})")
+    keys = _KEYS if version == FORMAT_VERSION else _KEYS_V1
+    if set(index) != set(keys):
+        missing, extra = sorted(set(keys) - set(index)), sorted(set(index) - set(keys))
+        raise ValueError(f"keys differ from format v{version}: missing {missing}, unexpected {extra}")
+    if version == 1:
+        index.update(_V1_DEFAULTS)
     for key, (expected, check) in _CHECKS.items():
         if not check(index[key]):
             raise ValueError(f"{key!r} must be {expected}, got {index[key]!r}")

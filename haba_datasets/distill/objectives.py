@@ -6,9 +6,15 @@
   a fresh random network must agree;
 - :class:`TrainedDistributionMatching`: the same under networks partly trained on real data (the
   MTT experts' parameters after a random epoch), the idea of IDM and DANCE.
+- :class:`InterpolatedDistributionMatching` (DANCE, NCFM): the same under a network interpolated
+  between an expert's initial and final parameters, plus a calibration term (the synthetic
+  images' cross-entropy under the final network); the distance between the class's real and
+  synthetic features is the mean's (DANCE) or the characteristic functions' (NCFM).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +29,12 @@ from .experts import Experts, unflatten
 from .parameterizations import Parameterization
 
 __all__ = ["DistributionMatching", "Objective", "TrainedDistributionMatching", "TrajectoryMatching"]
+
+
+def _need_trajectories(experts: Experts) -> None:
+    if experts.config["keep"] != "all":
+        raise ValueError(f"{experts.folder}: these experts keep only their {experts.config['keep']}; this objective reads "
+                         "every epoch (train experts with keep: all)")  # fmt: skip
 
 
 class Objective(nn.Module):
@@ -80,6 +92,7 @@ class TrajectoryMatching(Objective):
                              f"experts' {epochs} epochs")  # fmt: skip
         if not experts.ids:
             raise ValueError(f"no finished expert in {experts.folder}")
+        _need_trajectories(experts)
         self.experts = experts
         self.syn_steps, self.expert_epochs, self.max_start_epoch = syn_steps, expert_epochs, max_start_epoch
         self.batch_syn, self.checkpoint, self.min_lr = batch_syn, checkpoint, min_lr
@@ -176,16 +189,38 @@ class DistributionMatching(Objective):
         draw = self.augment.draw(1, tuple(syn[0].shape[2:]), device=self.device, generator=generator, shared=True)
         mine = [c for c in range(self.num_classes) if distributed.owns(c)]  # every class, outside torchrun
         if not mine:  # more processes than classes: nothing to embed here
-            return syn[0].sum() * 0, {"match": distributed.sum_value(0.0)}
+            return syn[0].sum() * 0, {"match": distributed.sum_value(0.0), **self._idle_record()}
         real = torch.cat([real[c] for c in mine]).to(self.device)
         sizes = torch.tensor([len(syn[c]) for c in mine], device=self.device)
         syn = torch.cat([syn[c] for c in mine])
-        features = net.embed(draw.apply(torch.cat([real, syn])))
-        real_mean = features[: len(real)].unflatten(0, (len(mine), self.batch_real)).mean(1)
+        images = draw.apply(torch.cat([real, syn]))
+        features = net.embed(images)
         rows = torch.arange(len(mine), device=self.device).repeat_interleave(sizes)  # each image's class among mine
-        syn_mean = torch.zeros_like(real_mean).index_add(0, rows, features[len(real):]) / sizes.clamp(min=1).unsqueeze(1)
-        loss = (real_mean - syn_mean).pow(2).sum()
-        return loss, {"match": distributed.sum_value(loss.item())}
+        real_features = features[: len(real)].unflatten(0, (len(mine), self.batch_real))
+        loss = self._distance(real_features, features[len(real):], rows, sizes, generator)
+        record = {"match": distributed.sum_value(loss.item())}
+        extra, extra_record = self._extra(images[len(real):], torch.tensor(mine, device=self.device)[rows], rows, sizes)
+        return (loss if extra is None else loss + extra), {**record, **extra_record}
+
+    def _distance(self, real: torch.Tensor, syn: torch.Tensor, rows: torch.Tensor, sizes: torch.Tensor,
+                  generator: torch.Generator) -> torch.Tensor:  # fmt: skip
+        """Summed over classes: ``real`` (classes, batch_real, d), ``syn`` (N, d) with class ``rows``."""
+        syn_mean = class_means(syn, rows, sizes)
+        return (real.mean(1) - syn_mean).pow(2).sum()
+
+    def _extra(self, images: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor,
+               sizes: torch.Tensor) -> tuple[torch.Tensor | None, dict[str, float]]:  # fmt: skip
+        """A loss on the augmented synthetic ``images`` besides the distance (none in DM)."""
+        return None, {}
+
+    def _idle_record(self) -> dict[str, float]:
+        return {}
+
+
+def class_means(x: torch.Tensor, rows: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
+    """Per-class means of the rows of ``x`` (row i in class ``rows[i]``, ``sizes[c]`` rows in class c)."""
+    summed = x.new_zeros((len(sizes), *x.shape[1:])).index_add(0, rows, x)
+    return summed / sizes.clamp(min=1).view(-1, *[1] * (x.dim() - 1))
 
 
 class TrainedDistributionMatching(DistributionMatching):
@@ -214,6 +249,7 @@ class TrainedDistributionMatching(DistributionMatching):
                          batch_real=batch_real, augment=augment, device=device)  # fmt: skip
         if not experts.ids:
             raise ValueError(f"no finished expert in {experts.folder}")
+        _need_trajectories(experts)
         if not 0 <= max_epoch <= config["epochs"]:
             raise ValueError(f"max_epoch must be within the experts' 0 .. {config['epochs']} epochs, got {max_epoch}")
         self.experts, self.max_epoch = experts, max_epoch
@@ -224,3 +260,86 @@ class TrainedDistributionMatching(DistributionMatching):
         epoch = int(torch.randint(self.max_epoch + 1, (1,), generator=generator))
         nn.utils.vector_to_parameters(self.experts.trajectory(expert, epoch, epoch)[0].to(self.device), self.net.parameters())
         return self.net
+
+
+DISTANCES = ("mean", "cf")
+
+
+class InterpolatedDistributionMatching(DistributionMatching):
+    """DM under interpolated expert networks, with a calibration term (DANCE; NCFM's distance as an option).
+
+    Each call picks an expert (trained on the real data, see
+    :func:`~haba_datasets.distill.experts.train_experts`), draws ``lambda ~ U(0, 1)`` and embeds
+    real and synthetic images under ``lambda * theta_init + (1 - lambda) * theta_final``
+    (``interpolate=False``: under ``theta_final``). ``distance``: ``"mean"``, the squared distance
+    of the class means (DANCE); ``"cf"``, NCFM's characteristic-function discrepancy of the
+    L2-normalised features over ``num_freqs`` frequencies ``t ~ N(0, I)`` drawn per call
+    (amplitude and phase terms mixed by ``alpha``), times ``cf_weight``. Then ``calibration`` x the
+    sum over classes of the mean cross-entropy of the (augmented) synthetic images under the
+    expert's final network, which keeps each class on its side of the trained boundaries (0: off).
+    The experts' parameters are read once and kept on ``device``.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        experts: Experts,
+        *,
+        num_classes: int,
+        batch_real: int = 128,
+        calibration: float = 1.0,
+        interpolate: bool = True,
+        distance: str = "mean",
+        num_freqs: int = 4096,
+        alpha: float = 0.5,
+        cf_weight: float = 300.0,
+        augment: DSA | None = None,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        config = experts.config
+        super().__init__(images, labels, num_classes=num_classes, net=config["net"], net_options=config["net_options"],
+                         batch_real=batch_real, augment=augment, device=device)  # fmt: skip
+        if not experts.ids:
+            raise ValueError(f"no finished expert in {experts.folder}")
+        if distance not in DISTANCES:
+            raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
+        if not (calibration >= 0 and math.isfinite(calibration)) or not 0 <= alpha <= 1 or num_freqs < 1:
+            raise ValueError(f"need calibration >= 0, 0 <= alpha <= 1, num_freqs >= 1; got {calibration}, {alpha}, {num_freqs}")
+        self.calibration, self.interpolate, self.distance = float(calibration), bool(interpolate), distance
+        self.num_freqs, self.alpha, self.cf_weight = num_freqs, float(alpha), float(cf_weight)
+        self.ends = [tuple(t.to(self.device) for t in experts.ends(i)) for i in experts.ids]
+        self.net = experts.create_net().to(self.device).requires_grad_(False)
+        self.final_net = experts.create_net().to(self.device).requires_grad_(False)
+
+    def _fresh_net(self, generator):
+        init, final = self.ends[int(torch.randint(len(self.ends), (1,), generator=generator))]
+        lam = float(torch.rand((), generator=generator)) if self.interpolate else 0.0
+        nn.utils.vector_to_parameters(torch.lerp(final, init, lam), self.net.parameters())
+        nn.utils.vector_to_parameters(final, self.final_net.parameters())
+        return self.net
+
+    def _distance(self, real, syn, rows, sizes, generator):
+        if self.distance == "mean":
+            return super()._distance(real, syn, rows, sizes, generator)
+        freqs = torch.randn(real.shape[-1], self.num_freqs, generator=generator).to(self.device)
+        real_phase = F.normalize(real, dim=-1) @ freqs  # (classes, batch_real, num_freqs)
+        syn_phase = F.normalize(syn, dim=-1) @ freqs
+        real_re, real_im = real_phase.cos().mean(1), real_phase.sin().mean(1)
+        syn_re, syn_im = class_means(syn_phase.cos(), rows, sizes), class_means(syn_phase.sin(), rows, sizes)
+        real_amp = (real_re.pow(2) + real_im.pow(2) + 1e-12).sqrt()
+        syn_amp = (syn_re.pow(2) + syn_im.pow(2) + 1e-12).sqrt()
+        amplitude = (real_amp - syn_amp).pow(2)
+        phase = 2 * (real_amp * syn_amp - real_re * syn_re - real_im * syn_im)  # 2|a||b|(1 - cos(angle a - angle b))
+        discrepancy = self.alpha * amplitude + (1 - self.alpha) * phase
+        return self.cf_weight * discrepancy.mean(1).sum()
+
+    def _extra(self, images, labels, rows, sizes):
+        if not self.calibration:
+            return None, {}
+        ce = F.cross_entropy(self.final_net(images), labels, reduction="none")
+        loss = self.calibration * class_means(ce, rows, sizes).sum()
+        return loss, {"calibration": distributed.sum_value(loss.item())}
+
+    def _idle_record(self):
+        return {"calibration": distributed.sum_value(0.0)} if self.calibration else {}

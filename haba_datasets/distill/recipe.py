@@ -30,7 +30,8 @@ from ..registry import Registry
 from . import distributed
 from .experts import Experts, train_experts
 from .loop import Schedule, distill
-from .objectives import DistributionMatching, Objective, TrainedDistributionMatching, TrajectoryMatching
+from .objectives import (DistributionMatching, InterpolatedDistributionMatching, Objective, TrainedDistributionMatching,
+                         TrajectoryMatching)
 from .parameterizations import HaBa, Parameterization, PlainImages
 
 __all__ = [
@@ -43,7 +44,7 @@ logger = logging.getLogger(__name__)
 _KEYS = {"name", "dataset", "ipc", "preprocessing", "seed", "parameterization", "objective", "experts", "schedule",
          "evaluation", "reference", "profiles"}  # fmt: skip
 _REQUIRED = _KEYS - {"experts", "reference", "profiles"}
-_WITH_EXPERTS = ("mtt", "dm-trained")  # objectives that read expert trajectories
+_WITH_EXPERTS = ("mtt", "dm-trained", "dm-dance")  # objectives that read experts
 
 
 def parse_overrides(items: list[str]) -> dict:
@@ -174,6 +175,12 @@ def _dm_trained(options: dict, real: RealData, train: torch.Tensor, experts: Exp
                  num_classes=len(real.classes), device=device, **options)  # fmt: skip
 
 
+@OBJECTIVES.register("dm-dance")
+def _dm_dance(options: dict, real: RealData, train: torch.Tensor, experts: Experts, device) -> InterpolatedDistributionMatching:
+    return _call("objective.dm-dance", InterpolatedDistributionMatching, train, real.train.labels, experts,
+                 num_classes=len(real.classes), device=device, **options)  # fmt: skip
+
+
 @OBJECTIVES.register("dm")
 def _dm(options: dict, real: RealData, train: torch.Tensor, experts, device) -> DistributionMatching:
     return _call("objective.dm", DistributionMatching, train, real.train.labels, num_classes=len(real.classes),
@@ -195,7 +202,7 @@ def run_recipe(
 
     ``out_dir`` receives the distillation run (see :mod:`.loop`), ``evaluation/`` (report.json,
     curves.png; none when ``evaluation.runs`` is 0) and ``dataset/`` (the validation-selected dataset
-    with its test accuracy in the provenance and card). Experts (MTT, dm-trained) go to
+    with its test accuracy in the provenance and card). Experts (mtt, dm-trained, dm-dance) go to
     ``experts_dir`` (default ``out_dir/experts``) and are reused or resumed when already there.
     ``push`` publishes ``dataset/`` to that Hub repo.
     Under ``torchrun`` the processes share the experts and each iteration (``cuda:LOCAL_RANK`` on
