@@ -22,6 +22,7 @@ from .data import RealData
 from .evaluate import Protocol, Report, as_dataset, evaluate, train_and_test
 from .fileformat import write_file
 from .preprocessing import Preprocessing
+from .viz import new_figure, save_png
 
 __all__ = [
     "LR_GRID", "CrossArchitectureReport", "NetworkResult", "card_summary", "choose_lr", "evaluate_networks",
@@ -119,15 +120,11 @@ class CrossArchitectureReport:
         return paths
 
     def _chart(self, path: Path) -> Path:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
         names = [r.model for r in self.networks]
         series = [("this dataset", self.networks)] + ([("random real, same storage", self.baseline)] if self.baseline else [])
         width = 0.8 / len(series)
-        fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(names), 3.8))
+        fig = new_figure(figsize=(1.6 + 1.3 * len(names), 3.8))
+        ax = fig.subplots()
         for i, (label, results) in enumerate(series):
             by_model = {r.model: r for r in results}
             means = [100 * by_model[n].mean if math.isfinite(by_model[n].mean) else 0 for n in names]
@@ -140,10 +137,7 @@ class CrossArchitectureReport:
         ax.set_xticks(range(len(names)), names)
         ax.set(ylabel="test accuracy %", title=self.setting.get("train", ""))
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        return path
+        return save_png(fig, path)
 
 
 def card_summary(report: dict, command: str) -> dict:

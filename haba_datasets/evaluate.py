@@ -27,6 +27,7 @@ from .data import RealData, Split
 from .fileformat import write_file
 from .nets import create_net
 from .preprocessing import Preprocessing
+from .viz import new_figure, save_png
 
 __all__ = [
     "Protocol", "Report", "RunResult", "accuracy", "as_dataset", "diverged", "evaluate", "real_eval_sets",
@@ -136,12 +137,8 @@ class Report:
         return report, self._plot(report.parent / "curves.png")
 
     def _plot(self, path: Path) -> Path:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+        fig = new_figure(figsize=(10, 4))
+        ax_loss, ax_acc = fig.subplots(1, 2)
         for run in self.runs:
             epochs = [p["epoch"] for p in run.curve]
             window = max(1, len(epochs) // 50)  # running means: one small batch per epoch is noisy
@@ -156,10 +153,7 @@ class Report:
         for ax in (ax_loss, ax_acc):
             if ax.get_legend_handles_labels()[0]:
                 ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        return path
+        return save_png(fig, path)
 
 
 def _finite(record: dict) -> dict:

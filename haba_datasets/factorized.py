@@ -22,7 +22,7 @@ from . import fileformat, hub
 from .card import dataset_card
 from .hallucinators import HallucinatorBank
 from .preprocessing import Identity, Preprocessing
-from .viz import factor_grid, to_pil
+from .viz import factor_grid, png_bytes, save_png, to_pil
 
 __all__ = ["FactorizedDataset", "Pairing", "StorageReport"]
 
@@ -308,11 +308,8 @@ class FactorizedDataset(VisionDataset):
                            scale=scale)  # fmt: skip
 
     def save_grid(self, path: str | Path, *, max_bases_per_class: int = 10, scale: int = 2) -> Path:
-        """Write :meth:`grid` as a PNG file."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.grid(max_bases_per_class=max_bases_per_class, scale=scale).save(path, format="PNG")
-        return path
+        """Write :meth:`grid` as a PNG file (atomically)."""
+        return save_png(self.grid(max_bases_per_class=max_bases_per_class, scale=scale), path)
 
     @property
     def storage(self) -> StorageReport:
@@ -384,9 +381,7 @@ class FactorizedDataset(VisionDataset):
         buffer = BytesIO()
         rows.to_parquet(buffer)
         files[fileformat.DATA_FILE] = buffer.getvalue()
-        buffer = BytesIO()
-        self.grid().save(buffer, format="PNG")
-        files[fileformat.PREVIEW] = buffer.getvalue()
+        files[fileformat.PREVIEW] = png_bytes(self.grid())
         export = {"path": fileformat.DATA_FILE, "num_examples": len(rows), "num_bytes": len(files[fileformat.DATA_FILE])}
         files[fileformat.CARD] = dataset_card(config, self.storage, repo_id=repo_id, export=export).encode()
         return hub.push_files(

@@ -1,13 +1,23 @@
-"""Pictures: model-space images made viewable, and labelled image grids."""
+"""Pictures: model-space images made viewable, labelled image grids, and charts saved as PNG
+without touching pyplot's global state (a user's open figures and backend stay as they are)."""
 
 from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from PIL import Image, ImageDraw, ImageFont
 from torchvision.transforms.v2.functional import to_pil_image
 from torchvision.utils import make_grid
 
-__all__ = ["factor_grid", "to_pil"]
+from .fileformat import write_file
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["factor_grid", "new_figure", "png_bytes", "save_png", "to_pil"]
 
 _PAD = 2
 _GAP = 12  # white space between two classes' panels
@@ -16,6 +26,33 @@ _GAP = 12  # white space between two classes' panels
 def to_pil(pixels: torch.Tensor) -> Image.Image:
     """A ``(C, H, W)`` float image in [0, 1] as a PIL image (``L`` for one channel, else ``RGB``)."""
     return to_pil_image(pixels.clamp(0, 1).mul(255).round().to(torch.uint8))
+
+
+def new_figure(**kwargs) -> Figure:
+    """A matplotlib ``Figure(**kwargs)`` drawn by Agg, outside pyplot."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(**kwargs)
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def png_bytes(picture: Figure | Image.Image, *, dpi: int = 100) -> bytes:
+    """``picture`` encoded as PNG: a PIL image as it is, a figure laid out first."""
+    png = io.BytesIO()
+    if isinstance(picture, Image.Image):
+        picture.save(png, format="PNG")
+    else:
+        picture.tight_layout()
+        picture.savefig(png, format="png", dpi=dpi)
+    return png.getvalue()
+
+
+def save_png(picture: Figure | Image.Image, path: str | Path, *, dpi: int = 100) -> Path:
+    """Write ``picture`` (see :func:`png_bytes`) to ``path`` atomically."""
+    write_file(Path(path), png_bytes(picture, dpi=dpi))
+    return Path(path)
 
 
 def factor_grid(pixels: torch.Tensor, groups: list[tuple[str, int]], *, columns: int, scale: int = 2) -> Image.Image:

@@ -28,6 +28,7 @@ from ..augment import DSA
 from ..evaluate import Protocol, train_and_test
 from ..factorized import FactorizedDataset
 from ..preprocessing import Preprocessing
+from ..viz import new_figure, save_png
 from . import distributed
 from .objectives import Objective
 from .parameterizations import Parameterization
@@ -264,13 +265,9 @@ def _join(skeleton: dict, tensors: dict):
 
 def plot_progress(log: Path, path: Path) -> Path:
     """Loss terms and validation accuracy from ``log.jsonl`` as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     records = [json.loads(line) for line in Path(log).read_text().splitlines() if line]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.5))
+    fig = new_figure(figsize=(13, 3.5))
+    axes = fig.subplots(1, 3)
     panels = [("match", "matching loss", "log"), ("cos", "cosine between two hallucinators' views", "linear")]
     for ax, (key, title, scale) in zip(axes, panels):
         points = [(r["iteration"], r[key]) for r in records if key in r]
@@ -281,7 +278,4 @@ def plot_progress(log: Path, path: Path) -> Path:
     if points:
         axes[2].plot(*zip(*points), marker="o")
     axes[2].set(xlabel="iteration", ylabel="accuracy %", title="validation accuracy (short protocol)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return save_png(fig, path)
