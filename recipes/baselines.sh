@@ -8,7 +8,8 @@ out=recipes/results/baselines
 run() {  # output folder, then the arguments of `haba-datasets evaluate`
     local dir="$out/$1"; shift
     [[ -f "$dir/report.json" ]] && { echo "done: $dir"; return; }
-    haba-datasets evaluate "$@" --data-root "$root" --curve-points 4 -o "$dir"
+    haba-datasets evaluate "$@" --data-root "$root" --curve-points 4 -o "runs/baselines/${dir##*/}"
+    python recipes/keep_results.py "runs/baselines/${dir##*/}" "$dir"
 }
 run cifar10-ipc10 cifar10 --ipc 10 --runs 5 --epochs 1000
 run cifar10-ipc1 cifar10 --ipc 1 --runs 5 --epochs 1000

@@ -17,9 +17,7 @@ results=recipes/results/compare
 run() {  # run name, profile, parameterisation
     [[ -f runs/$1/summary.json ]] || haba-datasets distill recipes/cifar10-ipc10.yaml --profile "$2" \
         --set parameterization.kind="$3" --set evaluation.runs=1 --experts-dir "$experts" -o "runs/$1" --resume
-    mkdir -p "$results/$1/evaluation"
-    cp runs/$1/{summary.json,log.jsonl,progress.png,dataset-grid.png} "$results/$1/"
-    cp runs/$1/evaluation/{report.json,curves.png} "$results/$1/evaluation/"
+    python recipes/keep_results.py "runs/$1" "$results/$1"
 }
 declare -A profiles=([mtt]=cpu [dm]=cpu-dm [dmt]=cpu-dm-trained)  # dmt: DM under partly trained networks
 if (( $# )); then
@@ -35,9 +33,9 @@ for objective in mtt dm dmt; do
 done
 random=runs/c10-ipc10-random-zca
 [[ -f $random/report.json ]] || haba-datasets evaluate cifar10 --ipc 10 --preprocessing zca --runs 1 --epochs 500 -o $random
-mkdir -p "$results/c10-ipc10-random-zca" && cp $random/{report.json,curves.png} "$results/c10-ipc10-random-zca/"
+python recipes/keep_results.py $random "$results/c10-ipc10-random-zca"
 # The std: every selected dataset again with 3 runs (seeds 0-2) x 500 epochs.
 for r in mtt-haba mtt-plain dm-haba dm-plain dmt-haba dmt-plain; do
     [[ -f runs/seeds/$r/report.json ]] || haba-datasets evaluate runs/c10-ipc10-$r/dataset --runs 3 --epochs 500 -o runs/seeds/$r
-    mkdir -p "$results/seeds/$r" && cp runs/seeds/$r/{report.json,curves.png} "$results/seeds/$r/"
+    python recipes/keep_results.py "runs/seeds/$r" "$results/seeds/$r"
 done

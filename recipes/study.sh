@@ -213,7 +213,7 @@ for name in "${@:-${order[@]}}"; do
     if [[ $name == *:seeds ]]; then  # RUN:seeds confirms RUN's selected dataset with the card's protocol (3 x 500)
         name=${name%:seeds} out=runs/study/seeds/$name
         [[ -f $out/report.json ]] || haba-datasets evaluate "runs/study/$name/dataset" --runs 3 --epochs 500 -o "$out"
-        mkdir -p "$results/seeds/$name" && cp $out/{report.json,curves.png} "$results/seeds/$name/"
+        python recipes/keep_results.py "$out" "$results/seeds/$name"
         continue
     fi
     [[ -v "runs[$name]" ]] || { echo "unknown run $name (known: ${order[*]})" >&2; exit 2; }
@@ -235,9 +235,7 @@ for name in "${@:-${order[@]}}"; do
         fi
         haba-datasets distill "recipes/$recipe.yaml" --profile $profile --set evaluation.runs=1 "${args[@]}" -o "$run" --resume
     fi
-    mkdir -p "$results/$name/evaluation"
-    cp $run/{summary.json,log.jsonl,progress.png,dataset-grid.png} "$results/$name/"
-    cp $run/evaluation/{report.json,curves.png} "$results/$name/evaluation/"
+    python recipes/keep_results.py "$run" "$results/$name"
     timing=runs/experts/$folder.timing.json  # absent for experts trained outside the study (zoo.sh): not timed
     [[ $folder == - || ! -f $timing ]] || cp "$timing" "$results/$name/experts.json"
 done

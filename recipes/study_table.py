@@ -50,8 +50,8 @@ def row(folder: Path, experts: Path | None, profile: str | None = None) -> str:
     unread = "parameterization." + ("haba." if recipe["parameterization"]["kind"] == "plain" else "plain.")  # never read
     changed = [c for c in changes(recipe, reference) if not c.startswith(("evaluation.", "profile=", unread))]
     changed = changed or [f"(the `{profile}` profile)"]
-    curve = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
-    val = " / ".join(f"{100 * r['val_accuracy']:.1f}" for r in curve if "val_accuracy" in r)
+    curve = [json.loads(line) for line in (folder / "validation.jsonl").read_text().splitlines()]
+    val = " / ".join(f"{100 * r['val_accuracy']:.1f}" for r in curve)
     if experts is None:
         expert_h, expert_cell = 0.0, "-"
     else:

@@ -19,17 +19,13 @@ distill() {  # run folder, recipe name, profile, experts folder (-: none, for DM
     [[ $4 != - ]] || experts=()
     [[ -f $1/summary.json ]] || haba-datasets distill recipes/$2.yaml --profile "$3" "${experts[@]}" -o "$1" --resume
 }
-keep() {  # a run's small results: run folder, destination (its final evaluation, when it ran one)
-    mkdir -p "$2"
-    cp $1/{summary.json,log.jsonl,progress.png,dataset-grid.png} "$2/"
-    [[ ! -d $1/evaluation ]] || { mkdir -p "$2/evaluation" && cp $1/evaluation/{report.json,curves.png} "$2/evaluation/"; }
-}
 publish() {  # name, run folder, runs, epochs[, bundle option]
     local name=$1 run=$2 out=recipes/results/zoo/$1
     python recipes/zoo.py bundle "$name" "$run" --runs "$3" --epochs "$4" ${5:-}
-    [[ -f $out/report.json ]] || haba-datasets evaluate "$name" --data-root "$root" -o "$out"
+    [[ -f $out/report.json ]] || haba-datasets evaluate "$name" --data-root "$root" -o "runs/zoo/evaluation/$name"
+    [[ -f $out/report.json ]] || python recipes/keep_results.py "runs/zoo/evaluation/$name" "$out"
     python recipes/zoo.py record "$name" "$out/report.json"
-    keep "$run" "$out/run"
+    python recipes/keep_results.py "$run" "$out/run"
 }
 distill runs/zoo/cifar10-ipc10 cifar10-ipc10 zoo $w64  # experts and student of width 64
 distill runs/zoo/cifar10-ipc1 cifar10-ipc1 zoo $cifar
