@@ -1,4 +1,10 @@
-"""The ``haba-datasets`` command line."""
+"""The ``haba-datasets`` command line.
+
+Every command checks its arguments before any work starts; an input mistake (an option out of
+range, a damaged or missing file, an output folder that holds something else) ends in one line
+``error: <file or option>: <what, how to fix>`` on stderr and exit status 2. An error during a run
+that is not about the user's input keeps its traceback.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,9 @@ import argparse
 import dataclasses
 import math
 import os
+import re
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from .allocator import keep_freed_memory
@@ -16,24 +24,107 @@ from .fileformat import FormatError
 from .preprocessing import list_preprocessings
 from .registry import UnknownNameError
 
+__all__ = ["main"]
+
+# Bounds on what an option may ask for (each run's work and memory grow with these).
+MAX_RUNS = 1000
+MAX_EPOCHS = 100_000
+MAX_BATCH = 65_536
+MAX_IPC = 100_000
+MAX_EXPERTS = 10_000
+MAX_WIDTH = 4096
+MAX_DEPTH = 64
+MAX_SCALE = 32
+MAX_BASES_SHOWN = 1000
+MAX_LR = 1e4
+MAX_SEED = 2**63 - 1
+#: OS errors about the user's paths: reported as one line, like the library's typed errors.
+PATH_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, FileExistsError)
+
 
 class UsageError(Exception):
     """A command's input was wrong: printed as one ``error:`` line, exit status 2."""
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="haba-datasets", description="Factorized (HaBa) distilled datasets.")
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line, ``error: --option: what`` (exit status 2)."""
+
+    def error(self, message: str):
+        message = re.sub(r"^argument ([^:]+): ", r"\1: ", message)
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def _int(low: int, high: int):
+    """An argparse type: a whole number in ``[low, high]``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"takes a whole number from {low:,} to {high:,}, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be from {low:,} to {high:,}, got {value:,}")
+        return value
+
+    return parse
+
+
+def _lr(text: str) -> float:
+    """An argparse type: a learning rate (a positive finite number)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"takes a positive number such as 0.01, got {text!r}") from None
+    if not (math.isfinite(value) and 0 < value <= MAX_LR):
+        raise argparse.ArgumentTypeError(f"must be a number above 0 and at most {MAX_LR:g}, got {text}")
+    return value
+
+
+def _device(text: str) -> str:
+    """An argparse type: a device this machine has (cpu, cuda, cuda:N, mps)."""
+    import torch
+
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"not a device name: {text!r}; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise argparse.ArgumentTypeError(f"{text} asked for, but torch sees no GPU here; use --device cpu or leave it out")
+        if device.index is not None and device.index >= count:
+            raise argparse.ArgumentTypeError(f"{text} asked for, but torch sees {count} GPU(s): cuda:0 to cuda:{count - 1}")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise argparse.ArgumentTypeError("mps asked for, but it is not available here; use --device cpu or leave it out")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise argparse.ArgumentTypeError(f"{text}: use cpu, cuda, cuda:N or mps")
+    return text
+
+
+def _repo_id(text: str) -> str:
+    """An argparse type: a Hub repo id (user/name)."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(text)
+    except HFValidationError:
+        raise argparse.ArgumentTypeError(f"not a Hub repo id: {text!r}; write user/name") from None
+    return text
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="haba-datasets", description="Factorized (HaBa) distilled datasets.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("info", help="summary and storage of a saved factorized dataset")
     p.add_argument("path", type=Path)
     p = sub.add_parser("preview", help="write a PNG grid of bases x hallucinators")
     p.add_argument("path", type=Path)
     p.add_argument("-o", "--output", type=Path, default=Path("grid.png"))
-    p.add_argument("--max-bases-per-class", type=int, default=10)
-    p.add_argument("--scale", type=int, default=2)
+    p.add_argument("--max-bases-per-class", type=_int(1, MAX_BASES_SHOWN), default=10)
+    p.add_argument("--scale", type=_int(1, MAX_SCALE), default=2)
     p = sub.add_parser("push", help="publish a saved dataset folder to a Hub dataset repo (one commit)")
     p.add_argument("path", type=Path)
-    p.add_argument("repo_id", help="user/name")
+    p.add_argument("repo_id", type=_repo_id, help="user/name")
     p.add_argument("--private", action="store_true", help="create the repo private")
     p.add_argument("--revision", help="branch to commit to (created if needed)")
     p.add_argument("--message", help="commit message")
@@ -47,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("name", help="a factorized dataset (folder, Hub repo id or zoo name), or a real dataset name "
                                 "(cifar10, fashion_mnist, ...) to evaluate a random real subset")  # fmt: skip
     p.add_argument("--dataset", help="real dataset to test on (default: the factorized dataset's provenance)")
-    p.add_argument("--ipc", type=int, help="real subsets: images per class (default: the whole training split)")
+    p.add_argument("--ipc", type=_int(1, MAX_IPC), help="real subsets: images per class (default: the whole training split)")
     p.add_argument("--model", default="ConvNet", help="network name (see haba_datasets.nets.list_nets)")
     p.add_argument("--models", help="comma-separated networks for a cross-architecture table (e.g. "
                                     "ConvNet,AlexNet,VGG11,ResNet18); each network other than the one the data was "
@@ -55,24 +146,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--baseline", choices=["random"], help="with --models: also train the networks on random real images "
                                                           "of the same storage, in the same preprocessing")  # fmt: skip
     p.add_argument("--lr-grid", default=",".join(map(str, LR_GRID)), help="with --models: candidate lrs (default: %(default)s)")
-    p.add_argument("--lr-epochs", type=int, help="with --models: epochs of each candidate's run (default: epochs / 5)")
+    p.add_argument("--lr-epochs", type=_int(1, MAX_EPOCHS), help="with --models: epochs of each candidate's run (default: epochs / 5)")
     p.add_argument("--resume", action="store_true", help="with --models: keep the networks a stopped run of the same "
                                                          "command finished (OUTPUT/progress.json), train the rest")  # fmt: skip
-    p.add_argument("--runs", type=int, help="default: the protocol recorded in the dataset's metrics, else 5")
-    p.add_argument("--epochs", type=int, help="default: the protocol recorded in the dataset's metrics, else 1000")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--lr", type=float, help="default: the dataset's learned lr, else 0.01")
+    p.add_argument("--runs", type=_int(1, MAX_RUNS), help="default: the protocol recorded in the dataset's metrics, else 5")
+    p.add_argument("--epochs", type=_int(1, MAX_EPOCHS), help="default: the protocol recorded in the dataset's metrics, else 1000")
+    p.add_argument("--batch-size", type=_int(1, MAX_BATCH), default=256)
+    p.add_argument("--lr", type=_lr, help="default: the dataset's learned lr, else 0.01")
     p.add_argument("--no-dsa", action="store_true", help="train without DSA augmentation")
-    p.add_argument("--curve-points", type=int, default=10, help="validation accuracy measurements per run")
+    p.add_argument("--curve-points", type=_int(0, MAX_EPOCHS), default=10, help="validation accuracy measurements per run")
     p.add_argument("--preprocessing", choices=list_preprocessings(), default="normalize",
                    help="real subsets: preprocessing fitted on the training split")  # fmt: skip
     p.add_argument("--pairing", choices=["random", "all"], default="random",
                    help="factorized datasets: one random hallucinator per basis per epoch (reference), or all pairs")  # fmt: skip
     p.add_argument("--hard-labels", action="store_true",
                    help="a dataset with soft labels: train on the bases' classes instead (the report says which)")  # fmt: skip
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_int(0, MAX_SEED), default=0)
     p.add_argument("--data-root", type=Path, help="local copies of real datasets (default: $HABA_DATA_ROOT)")
-    p.add_argument("--device", help="default: cuda when available")
+    p.add_argument("--device", type=_device, help="default: cuda when available")
     p.add_argument("--revision", help="Hub revision of a factorized dataset")
     p.add_argument("-o", "--output", type=Path, help="folder for report.json and curves.png")
     p = sub.add_parser("distill", help="run a recipe: real data -> experts (MTT) -> distillation -> evaluation -> folder")
@@ -83,23 +174,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-o", "--output", type=Path, help="run folder (default: runs/<recipe name>[-<profile>])")
     p.add_argument("--experts-dir", type=Path, help="MTT expert trajectories (default: <output>/experts)")
     p.add_argument("--data-root", type=Path, help="local copies of real datasets (default: $HABA_DATA_ROOT)")
-    p.add_argument("--device", help="default: cuda when available")
+    p.add_argument("--device", type=_device, help="default: cuda when available")
     p.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
-    p.add_argument("--push", metavar="REPO_ID", help="publish the dataset to this Hub dataset repo")
+    p.add_argument("--push", metavar="REPO_ID", type=_repo_id, help="publish the dataset to this Hub dataset repo")
     p = sub.add_parser("experts", help="train MTT expert trajectories on real data (resumable; torchrun shares the experts)")
     p.add_argument("--dataset", required=True, help="real dataset: a name (cifar10, ...) or a local folder in the Hub layout")
-    p.add_argument("--experts", type=int, required=True, help="number of experts (a larger number adds experts)")
-    p.add_argument("--epochs", type=int, required=True, help="epochs per expert")
+    p.add_argument("--experts", type=_int(1, MAX_EXPERTS), required=True, help="number of experts (a larger number adds experts)")
+    p.add_argument("--epochs", type=_int(1, MAX_EPOCHS), required=True, help="epochs per expert")
     p.add_argument("--data-root", type=Path, help="local copies of real datasets (default: $HABA_DATA_ROOT)")
     p.add_argument("--net", default="ConvNet", help="network name (see haba_datasets.nets.list_nets)")
-    p.add_argument("--width", type=int, help="network width option (default: the network's)")
-    p.add_argument("--depth", type=int, help="network depth option (default: the network's)")
+    p.add_argument("--width", type=_int(1, MAX_WIDTH), help="network width option (default: the network's)")
+    p.add_argument("--depth", type=_int(1, MAX_DEPTH), help="network depth option (default: the network's)")
     p.add_argument("--preprocessing", choices=list_preprocessings(), default="zca")
-    p.add_argument("--lr", type=float, default=0.01)
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--lr", type=_lr, default=0.01)
+    p.add_argument("--batch-size", type=_int(1, MAX_BATCH), default=256)
     p.add_argument("--no-dsa", action="store_true", help="train without DSA augmentation")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", help="default: cuda when available (under torchrun: cuda:LOCAL_RANK)")
+    p.add_argument("--seed", type=_int(0, MAX_SEED), default=0)
+    p.add_argument("--device", type=_device, help="default: cuda when available (under torchrun: cuda:LOCAL_RANK)")
     p.add_argument("-o", "--output", type=Path, help="experts folder (default: experts/<dataset>)")
     p = sub.add_parser("import", help="make a factorized dataset from another code's files (.pt or .safetensors)")
     p.add_argument("files", type=Path, nargs="+", help="haba-reference: IMAGES WEIGHTS; mtt: IMAGES LABELS [LR]; "
@@ -109,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--zca", action="store_true", help="the images are ZCA-whitened (fitted on the training split)")
     p.add_argument("--preprocessing", choices=list_preprocessings(), help="the images' space (default: zca with --zca, "
                                                                            "else identity: pixels in [0, 1])")  # fmt: skip
-    p.add_argument("--lr", type=float, help="the learned learning rate, if the files do not hold it")
+    p.add_argument("--lr", type=_lr, help="the learned learning rate, if the files do not hold it")
     p.add_argument("--data-root", type=Path, help="local copies of real datasets (default: $HABA_DATA_ROOT)")
     p.add_argument("-o", "--output", type=Path, required=True, help="folder to save the dataset to")
     p = sub.add_parser("export", help="write a dataset's images as tensors or as an ImageFolder of PNGs")
@@ -118,14 +209,92 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-o", "--output", type=Path, required=True)
     p = sub.add_parser("demo", help="tour on a toy task: build, save, load, train, draw, reject a corrupted copy")
     p.add_argument("-o", "--output", type=Path, default=Path("demo-output"))
-    p.add_argument("--epochs", type=int, default=30)
-    args = parser.parse_args(argv)
-    keep_freed_memory()  # large CPU tensors reuse freed memory (haba_datasets.allocator)
+    p.add_argument("--epochs", type=_int(1, MAX_EPOCHS), default=30)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     try:
+        _check(args)
+        keep_freed_memory()  # large CPU tensors reuse freed memory (haba_datasets.allocator)
         return _run(args)
     except (FormatError, HubError, UsageError, UnknownNameError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return _fail(str(err))
+    except PATH_ERRORS as err:
+        return _fail(f"{err.filename}: {err.strerror}" if err.filename and err.strerror else str(err))
+
+
+def _fail(message: str) -> int:
+    """Print ``message`` as one ``error:`` line; exit status 2."""
+    print("error: " + " ".join(message.split()), file=sys.stderr)
+    return 2
+
+
+def _check(args: argparse.Namespace) -> None:
+    """The checks of the arguments that need no data: paths of the right kind, names that exist."""
+    from .nets import list_nets
+
+    root, cache = args.__dict__.get("data_root"), args.__dict__.get("cache_dir")
+    if root is not None and not root.is_dir():
+        raise UsageError(f"--data-root: {root} is not a folder (name the folder holding the real datasets, or leave it out)")
+    if cache is not None and cache.exists() and not cache.is_dir():
+        raise UsageError(f"--cache-dir: {cache} is a file; name a folder (created if needed)")
+    output = args.__dict__.get("output")
+    if args.command == "preview":
+        if output.is_dir():
+            raise UsageError(f"--output: {output} is a folder; name the PNG file to write, e.g. {output / 'grid.png'}")
+    elif output is not None and output.exists() and not output.is_dir():
+        raise UsageError(f"--output: {output} is a file; name a folder (new, or one this command wrote)")
+    if args.command == "distill" and args.experts_dir is not None and args.experts_dir.exists() and not args.experts_dir.is_dir():
+        raise UsageError(f"--experts-dir: {args.experts_dir} is a file; name a folder of experts (new, or one written by `experts`)")
+    for option, name in (("--model", args.__dict__.get("model")), ("--net", args.__dict__.get("net"))):
+        if name is not None and name not in list_nets():
+            raise UsageError(f"{option}: unknown network {name!r}; known: {', '.join(list_nets())}")
+    if args.command == "evaluate":
+        _check_evaluate(args)
+
+
+def _check_evaluate(args: argparse.Namespace) -> None:
+    from .data import REAL_DATASETS
+    from .nets import list_nets
+
+    if args.ipc is not None and args.name not in REAL_DATASETS:
+        raise UsageError(f"--ipc: picks a random subset of a real dataset; {args.name} is not one of {', '.join(REAL_DATASETS)}")
+    if args.models is None:
+        for option, given in (("--baseline", args.baseline), ("--resume", args.resume), ("--lr-epochs", args.lr_epochs)):
+            if given:
+                raise UsageError(f"{option}: only with --models (a cross-architecture table); add --models or drop it")
+        return
+    args.models = [m.strip() for m in args.models.split(",") if m.strip()]
+    if not args.models:
+        raise UsageError("--models: name at least one network, e.g. --models ConvNet,AlexNet")
+    if unknown := [m for m in args.models if m not in list_nets()]:
+        raise UsageError(f"--models: unknown network(s) {unknown}; known: {', '.join(list_nets())}")
+    try:
+        args.lr_grid = tuple(float(x) for x in args.lr_grid.split(","))
+    except ValueError:
+        raise UsageError(f"--lr-grid: takes comma-separated numbers such as 0.001,0.01, got {args.lr_grid!r}") from None
+    if not all(0 < g <= MAX_LR and math.isfinite(g) for g in args.lr_grid):
+        raise UsageError(f"--lr-grid: takes positive numbers such as 0.001,0.01, got {args.lr_grid}")
+    if args.baseline and args.name in REAL_DATASETS:
+        raise UsageError("--baseline: compares a factorized dataset with random real images of its storage; "
+                         f"{args.name} is a real dataset")  # fmt: skip
+
+
+@contextmanager
+def _input_errors(*names, where: object = None):
+    """ValueErrors whose message starts with one of ``names`` (a user's file or folder, a recipe
+    section) are input errors: one line, prefixed with ``where`` when it does not name it already."""
+    try:
+        yield
+    except ValueError as err:
+        message = str(err)
+        if not message.startswith(tuple(str(n) for n in names)):
+            raise
+        if where is not None and not message.startswith(str(where)):
+            message = f"{where}: {message}"
+        raise UsageError(message) from None
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -153,29 +322,22 @@ def _run(args: argparse.Namespace) -> int:
         dataset = FactorizedDataset.from_pretrained(
             args.name, revision=args.revision, cache_dir=args.cache_dir, token=args.token, device="cpu"
         )
-        print(f"{dataset}\nPreprocessing: {dataset.preprocessing.kind} (fetched)")
+        print(f"{dataset}\\nPreprocessing: {dataset.preprocessing.kind} (fetched)")
     elif args.command == "evaluate":
         _evaluate(args)
     elif args.command == "distill":
         return _distill(args)
     elif args.command == "experts":
         return _experts(args)
-    elif args.command in ("import", "export"):
-        from .interop import export_dataset, import_dataset
+    elif args.command == "import":
+        _import(args)
+    elif args.command == "export":
+        from .interop import export_dataset
 
-        try:
-            if args.command == "import":
-                prep = args.preprocessing or ("zca" if args.zca else "identity")
-                if args.zca and prep != "zca":
-                    raise ValueError(f"--zca contradicts --preprocessing {prep}")
-                dataset = import_dataset(args.layout, args.files, dataset=args.dataset, preprocessing=prep, lr=args.lr,
-                                         data_root=args.data_root)  # fmt: skip
-                print(f"{dataset}\nwrote {dataset.save_pretrained(args.output)}")
-            else:
-                paths = export_dataset(FactorizedDataset.from_pretrained(args.name, device="cpu"), args.to, args.output)
-                print(f"wrote {len(paths)} files under {args.output}")
-        except ValueError as err:  # what the import says of the files
-            raise UsageError(err) from None
+        dataset = FactorizedDataset.from_pretrained(args.name, device="cpu")
+        with _input_errors("", where=args.output):  # what the export says of the folder
+            paths = export_dataset(dataset, args.to, args.output)
+        print(f"wrote {len(paths)} files under {args.output}")
     elif args.command == "demo":
         from .demo import run_demo
 
@@ -183,7 +345,20 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import(args: argparse.Namespace) -> None:
+    from .interop import import_dataset
+
+    prep = args.preprocessing or ("zca" if args.zca else "identity")
+    if args.zca and prep != "zca":
+        raise UsageError(f"--zca: contradicts --preprocessing {prep}; give one of them")
+    with _input_errors("", where=args.files[0]):  # what the import says of the files
+        dataset = import_dataset(args.layout, args.files, dataset=args.dataset, preprocessing=prep, lr=args.lr,
+                                 data_root=args.data_root)  # fmt: skip
+    print(f"{dataset}\\nwrote {dataset.save_pretrained(args.output)}")
+
+
 def _distill(args: argparse.Namespace) -> int:
+    from .distill.loop import CHECKPOINT, LOG
     from .distill.recipe import load_recipe, parse_overrides, run_recipe
 
     try:
@@ -192,28 +367,48 @@ def _distill(args: argparse.Namespace) -> int:
         raise UsageError(err) from None
     suffix = "".join(f"-{v}" for v in (args.profile, recipe["parameterization"]["kind"], recipe["objective"]["kind"]) if v)
     out = args.output or Path("runs") / f"{recipe['name']}{suffix}"
-    dataset = run_recipe(recipe, out, data_root=args.data_root, experts_dir=args.experts_dir, device=args.device,
-                         resume=args.resume, push=args.push)  # fmt: skip
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--output: {out} is a file; name a run folder (new, or an earlier run's with --resume)")
+    if not args.resume and any((out / name).exists() for name in (CHECKPOINT, LOG)):
+        raise UsageError(f"--output: {out} holds an earlier run; continue it with --resume, or choose another folder")
+    experts = args.experts_dir or out / "experts"
+    with _input_errors(out, experts, "parameterization.", "objective.", "recipe section", *_NET_ERRORS, where=args.recipe):
+        dataset = run_recipe(recipe, out, data_root=args.data_root, experts_dir=args.experts_dir, device=args.device,
+                             resume=args.resume, push=args.push)  # fmt: skip
     if os.environ.get("RANK", "0") != "0":  # torchrun: process 0 evaluated and reports
         return 0
     metrics = dataset.provenance["metrics"]
-    print(f"{recipe['name']}: test accuracy {100 * metrics['test_accuracy']:.2f} +- {100 * metrics['test_accuracy_std']:.2f} "
-          f"({metrics['runs']} runs x {metrics['epochs']} epochs), selected iteration {dataset.provenance['selected_iteration']}")
+    if "test_accuracy" in metrics:
+        measured = (f"test accuracy {100 * metrics['test_accuracy']:.2f} +- {100 * metrics['test_accuracy_std']:.2f} "
+                    f"({metrics['runs']} runs x {metrics['epochs']} epochs)")  # fmt: skip
+    else:  # evaluation.runs 0
+        measured = f"validation accuracy {100 * metrics['val_accuracy']:.2f} (no final evaluation: evaluation.runs is 0)"
+    print(f"{recipe['name']}: {measured}, selected iteration {dataset.provenance['selected_iteration']}")
     print(f"wrote {out / 'dataset'}")
     return 0
 
 
+#: How :func:`haba_datasets.nets.create_net` refuses options (a recipe's or the command's).
+_NET_ERRORS = ("bad options", "width must", "depth must")
+
+
 def _experts(args: argparse.Namespace) -> int:
+    import torch
+
     from .distill.experts import train_experts
+    from .nets import create_net
 
     out = args.output or Path("experts") / Path(args.dataset).name
     options = {k: v for k, v in (("width", args.width), ("depth", args.depth)) if v is not None}
     try:
+        with torch.device("meta"):  # the options, checked before any data is read
+            create_net(args.net, 3, 10, 1024, **options)
+    except ValueError as err:
+        raise UsageError(f"--net {args.net} {' '.join(f'--{k} {v}' for k, v in options.items())}: {err}") from None
+    with _input_errors(out, "need "):  # what train_experts says of bad settings or a folder of other experts
         train_experts(out, dataset=args.dataset, data_root=args.data_root, experts=args.experts, epochs=args.epochs,
                       net=args.net, net_options=options, preprocessing=args.preprocessing, lr=args.lr,
                       batch_size=args.batch_size, dsa=not args.no_dsa, seed=args.seed, device=args.device)  # fmt: skip
-    except ValueError as err:  # what train_experts says of bad settings or a mismatched folder
-        raise UsageError(err) from None
     if os.environ.get("RANK", "0") == "0":  # torchrun: one line, not one per process
         print(f"wrote {out}")
     return 0
@@ -230,38 +425,38 @@ def _evaluate(args: argparse.Namespace) -> None:
     from .evaluate import Protocol, as_dataset, evaluate, real_eval_sets
     from .factorized import FactorizedDataset
 
-    if args.name in REAL_DATASETS:
-        real = load_real(args.name, data_root=args.data_root)
-        preprocessing = real.fit_preprocessing(args.preprocessing)
-        split = real.train if args.ipc is None else real.subset(args.ipc, seed=args.seed)
-        train = as_dataset(split, preprocessing)
-        what = f"{args.name} {'whole training split' if args.ipc is None else f'random real, IPC {args.ipc}'}"
-        setting = {"train": what, "dataset": args.name, "ipc": args.ipc, "preprocessing": args.preprocessing}
-        lr, recorded = args.lr, None
-    else:
-        train = FactorizedDataset.from_pretrained(args.name, revision=args.revision, device=args.device, pairing=args.pairing,
-                                                  soft_labels=not args.hard_labels)  # fmt: skip
-        name = args.dataset or train.provenance.get("dataset")
-        if name is None:
-            raise UsageError("say which real dataset to test on with --dataset (none recorded in the dataset)")
-        real = load_real(name, data_root=args.data_root)
-        if real.image_shape != train.hallucinators.image_shape:
-            raise UsageError(f"{args.name} makes {train.hallucinators.image_shape} images, {name} has {real.image_shape}")
-        preprocessing = train.preprocessing
-        setting = {"train": f"{args.name} ({len(train)} items, pairing {args.pairing})", "dataset": name,
-                   "preprocessing": preprocessing.kind, "learned_lr": train.learned_lr}  # fmt: skip
-        lr = args.lr or train.learned_lr
-        recorded = train.provenance.get("metrics")  # downloaded JSON: every use checks types
-        args.runs = args.runs or _recorded(recorded, "runs")
-        args.epochs = args.epochs or _recorded(recorded, "epochs")
-    args.runs, args.epochs = args.runs or 5, args.epochs or 1000
-    val, test = real_eval_sets(real, preprocessing)
-    protocol = Protocol(epochs=args.epochs, batch_size=args.batch_size, lr=lr or 0.01, dsa=not args.no_dsa,
-                        curve_points=args.curve_points)  # fmt: skip
+    recorded = None
+    with _input_errors("", where=args.name):  # reading the data: every ValueError is about the user's input
+        if args.name in REAL_DATASETS:
+            real = load_real(args.name, data_root=args.data_root)
+            preprocessing = real.fit_preprocessing(args.preprocessing)
+            split = real.train if args.ipc is None else real.subset(args.ipc, seed=args.seed)
+            train = as_dataset(split, preprocessing)
+            what = f"{args.name} {'whole training split' if args.ipc is None else f'random real, IPC {args.ipc}'}"
+            setting = {"train": what, "dataset": args.name, "ipc": args.ipc, "preprocessing": args.preprocessing}
+            lr = args.lr
+        else:
+            train = FactorizedDataset.from_pretrained(args.name, revision=args.revision, device=args.device,
+                                                      pairing=args.pairing, soft_labels=not args.hard_labels)  # fmt: skip
+            name = args.dataset or train.provenance.get("dataset")
+            if not isinstance(name, str):
+                raise UsageError("--dataset: say which real dataset to test on (none recorded in the dataset)")
+            real = load_real(name, data_root=args.data_root)
+            if real.image_shape != train.hallucinators.image_shape:
+                raise UsageError(f"--dataset: {args.name} makes {train.hallucinators.image_shape} images, "
+                                 f"{name} has {real.image_shape}")  # fmt: skip
+            preprocessing = train.preprocessing
+            setting = {"train": f"{args.name} ({len(train)} items, pairing {args.pairing})", "dataset": name,
+                       "preprocessing": preprocessing.kind, "learned_lr": train.learned_lr}  # fmt: skip
+            lr = args.lr if args.lr is not None else train.learned_lr
+            recorded = train.provenance.get("metrics")  # downloaded JSON: every use checks types
+        val, test = real_eval_sets(real, preprocessing)
+    args.runs = args.runs if args.runs is not None else _recorded(recorded, "runs") or 5
+    args.epochs = args.epochs if args.epochs is not None else _recorded(recorded, "epochs") or 1000
+    protocol = Protocol(epochs=args.epochs, batch_size=args.batch_size, lr=lr if lr is not None else 0.01,
+                        dsa=not args.no_dsa, curve_points=args.curve_points)  # fmt: skip
     if args.models:
         return _cross_architecture(args, train, val, test, real, preprocessing, protocol, setting, lr, recorded)
-    if args.baseline:
-        raise UsageError("--baseline needs --models (the networks to train on the baseline)")
     report = evaluate(train, test, num_classes=len(real.classes), model=args.model, runs=args.runs, protocol=protocol,
                       val=val, seed=args.seed, device=args.device, setting=setting)  # fmt: skip
     stem = Path(str(args.name)).name + (f"-ipc{args.ipc}" if args.ipc else "")
@@ -277,43 +472,30 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 def _cross_architecture(args, train, val, test, real, preprocessing, protocol, setting, lr, recorded) -> None:
     from .cross_architecture import evaluate_table, image_scale, random_real_baseline
-    from .factorized import FactorizedDataset
-    from .nets import list_nets
 
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
-    if unknown := [m for m in models if m not in list_nets()]:
-        raise UsageError(f"unknown network(s) {unknown}; known: {', '.join(list_nets())}")
-    try:
-        grid = tuple(float(x) for x in args.lr_grid.split(","))
-    except ValueError:
-        raise UsageError(f"--lr-grid takes comma-separated numbers, got {args.lr_grid!r}") from None
-    if not grid or not all(g > 0 and math.isfinite(g) for g in grid):
-        raise UsageError(f"--lr-grid takes positive numbers, got {args.lr_grid!r}")
-    factorized = isinstance(train, FactorizedDataset)
-    if args.baseline and not factorized:
-        raise UsageError("--baseline random compares a factorized dataset with random real images of its storage")
+    models, grid = args.models, args.lr_grid  # checked by _check_evaluate
     # the network the data was distilled for: the one its card was measured with (learned lr)
     own_model = recorded.get("model") if isinstance(recorded, dict) and recorded.get("model") in models else None
     own_model = own_model or ("ConvNet" if lr is not None and "ConvNet" in models else None)
     own = {own_model: lr} if own_model is not None and lr is not None else {}
-    lr_epochs = args.lr_epochs or max(1, args.epochs // 5)
+    lr_epochs = args.lr_epochs if args.lr_epochs is not None else max(1, args.epochs // 5)
     scale = image_scale(train, val)
     table = {"protocol": {**dataclasses.asdict(protocol), "lr": None}, "lr_grid": list(grid), "lr_epochs": lr_epochs,
              "runs": args.runs, "seed": args.seed, "image_scale": scale}  # fmt: skip
     baseline = None
-    if args.baseline:
+    if args.baseline:  # a factorized dataset (_check_evaluate)
         ipc = math.floor(train.storage.equivalent_ipc + 1e-9)
+        if ipc < 1:
+            raise UsageError(f"--baseline: {args.name} stores less than one real image per class; no baseline to compare")
         baseline = (random_real_baseline(real, preprocessing, ipc, seed=args.seed), f"random real, IPC {ipc}")
         table["baseline_data"] = {"kind": "random real", "images_per_class": ipc, "equivalent_ipc": train.storage.equivalent_ipc}
     stem = Path(str(args.name)).name + (f"-ipc{args.ipc}" if args.ipc else "")
     folder = args.output or Path("evaluation") / f"{stem}-cross-architecture"
-    try:
+    with _input_errors(folder):  # what it says of a progress.json from another setting
         report = evaluate_table(train, test, val, folder=folder, setting=setting, table=table, distilled_with=own_model,
                                 own=own, baseline=baseline, resume=args.resume, num_classes=len(real.classes),
                                 models=models, runs=args.runs, protocol=protocol, grid=grid, lr_epochs=lr_epochs,
                                 seed=args.seed, device=args.device)  # fmt: skip
-    except ValueError as err:  # what it says of a progress.json from another setting, or of data a network cannot train on
-        raise UsageError(err) from None
     print(f"{setting['train']}: {args.runs} run(s) x {args.epochs} epochs per network; lr of the other networks chosen "
           f"on the validation split from {list(grid)} ({lr_epochs} epochs each)")  # fmt: skip
     print(report.table())

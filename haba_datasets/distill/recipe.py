@@ -13,8 +13,10 @@ every kind under its name, so one switch changes the method. See ``recipes/READM
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import logging
+import math
 from pathlib import Path
 
 import torch
@@ -26,6 +28,8 @@ from ..data import RealData, load_real
 from ..evaluate import Protocol, as_dataset, evaluate, real_eval_sets
 from ..factorized import FactorizedDataset
 from ..hub import HubError
+from ..nets import list_nets
+from ..preprocessing import list_preprocessings
 from ..registry import Registry
 from . import distributed
 from .experts import Experts, train_experts
@@ -54,20 +58,21 @@ def parse_overrides(items: list[str]) -> dict:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ValueError(f"--set takes KEY=VALUE, got {item!r}")
-        overrides[key] = yaml.safe_load(value)
+        try:
+            overrides[key] = _safe_yaml(value)
+        except (yaml.YAMLError, ValueError, RecursionError) as err:
+            raise ValueError(f"--set {key}: the value is not YAML ({' '.join(str(err).split())}); quote a string") from None
     return overrides
 
 
 def load_recipe(path: str | Path, *, profile: str | None = None, overrides: dict | None = None) -> dict:
     """Read a recipe, apply ``profile`` and ``overrides`` (dotted keys), and check its structure."""
     path = Path(path)
-    try:
-        recipe = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as err:
-        raise ValueError(f"{path}: cannot read the recipe ({err})") from None
+    recipe = _read_yaml(path)
     if not isinstance(recipe, dict):
         raise ValueError(f"{path}: a recipe is a mapping of settings")
     profiles = recipe.pop("profiles", None) or {}
+    _check_profiles(path, profiles)
     if profile is not None:
         recipe = _merge(recipe, _profile(path, profiles, profile))
     for dotted, value in (overrides or {}).items():
@@ -75,7 +80,8 @@ def load_recipe(path: str | Path, *, profile: str | None = None, overrides: dict
     recipe["profile"] = profile
     unknown, missing = set(recipe) - _KEYS - {"profile"}, _REQUIRED - set(recipe)
     if unknown or missing:
-        raise ValueError(f"{path}: unknown keys {sorted(unknown)}, missing keys {sorted(missing)}")
+        parts = [f"unknown keys {sorted(map(str, unknown))}" if unknown else "", f"missing keys {sorted(missing)}" if missing else ""]
+        raise ValueError(f"{path}: {', '.join(p for p in parts if p)} (a recipe has {', '.join(sorted(_KEYS))})")
     for section, registry in (("parameterization", PARAMETERIZATIONS), ("objective", OBJECTIVES)):
         kind = recipe[section].get("kind") if isinstance(recipe[section], dict) else None
         if kind not in registry:
@@ -85,7 +91,153 @@ def load_recipe(path: str | Path, *, profile: str | None = None, overrides: dict
         raise ValueError(f"{path}: 'reference' maps method names to published test accuracies in [0, 1]")
     if recipe["objective"]["kind"] in _WITH_EXPERTS and not isinstance(recipe.get("experts"), dict):
         raise ValueError(f"{path}: a {recipe['objective']['kind']} recipe needs an 'experts' section (count, epochs)")
+    _validate(recipe, path)
     return recipe
+
+
+#: Largest recipe file read (a recipe is a few kilobytes).
+MAX_RECIPE_BYTES = 1 << 20
+#: Counts a recipe may set anywhere (name: smallest, largest), bounded before anything is allocated.
+_COUNTS = {
+    "ipc": (1, 100_000), "bases_per_class": (1, 100_000), "hallucinators": (2, fileformat.MAX_HALLUCINATORS),
+    "basis_factor": (1, 64), "width": (1, 4096), "depth": (1, 64), "batch_real": (1, 65_536), "batch_syn": (1, 1_000_000),
+    "batch_size": (1, 65_536), "syn_steps": (1, 10_000), "expert_epochs": (1, 100_000), "max_start_epoch": (1, 100_000),
+    "max_epoch": (0, 100_000), "num_freqs": (1, 100_000), "count": (1, 10_000), "epochs": (1, 100_000),
+    "iterations": (0, 10_000_000), "eval_every": (0, 10_000_000), "eval_epochs": (1, 100_000),
+    "grid_every": (0, 10_000_000), "checkpoint_every": (0, 10_000_000), "runs": (0, 1000), "seed": (0, 2**63 - 1),
+}  # fmt: skip
+#: Each known kind's class: its keyword arguments are the options a recipe may give it (builders add some).
+_OPTIONS = {("parameterization", "plain"): (PlainImages, ()), ("parameterization", "haba"): (HaBa, ("bases_per_class", "basis_factor")),
+            ("objective", "mtt"): (TrajectoryMatching, ()), ("objective", "dm"): (DistributionMatching, ()),
+            ("objective", "dm-trained"): (TrainedDistributionMatching, ()),
+            ("objective", "dm-dance"): (InterpolatedDistributionMatching, ())}  # fmt: skip
+#: What a builder or train_experts passes itself (not a recipe's to give).
+_GIVEN = {"self", "images", "labels", "bases", "experts", "num_classes", "image_shape", "device", "augment", "out_dir",
+          "dataset", "data_root", "preprocessing", "seed", "progress"}  # fmt: skip
+
+
+#: Most values a recipe (or a --set value) may expand to, aliases (``*name``) included.
+MAX_RECIPE_NODES = 100_000
+
+
+def _safe_yaml(text: str):
+    """``yaml.safe_load`` that refuses documents whose aliases expand past :data:`MAX_RECIPE_NODES`
+    values (a few bytes of aliases can stand for gigabytes) or refer to themselves."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        sizes: dict[int, int] = {}
+
+        def size(n, open_: frozenset = frozenset()) -> int:
+            if id(n) in open_:
+                raise ValueError("an alias refers to itself")
+            if id(n) not in sizes:
+                children = [c for pair in n.value for c in pair] if isinstance(n, yaml.MappingNode) else (
+                    n.value if isinstance(n, yaml.SequenceNode) else [])  # fmt: skip
+                sizes[id(n)] = 1 + sum(size(c, open_ | {id(n)}) for c in children)
+                if sizes[id(n)] > MAX_RECIPE_NODES:
+                    raise ValueError(f"expands to more than {MAX_RECIPE_NODES:,} values (aliases?)")
+            return sizes[id(n)]
+
+        if node is not None:
+            size(node)
+        return None if node is None else loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _read_yaml(path: Path):
+    """The YAML document in ``path`` (size-limited, UTF-8, bounded aliases); every problem names the file."""
+    try:
+        if path.stat().st_size > MAX_RECIPE_BYTES:
+            raise ValueError(f"{path.stat().st_size:,} bytes, more than the {MAX_RECIPE_BYTES:,} a recipe may have")
+        return _safe_yaml(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text (byte {err.start}); save the recipe as UTF-8") from None
+    except (OSError, ValueError, yaml.YAMLError, RecursionError) as err:
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else " ".join(str(err).split()) or "nested too deeply"
+        raise ValueError(f"{path}: cannot read the recipe ({reason})") from None
+
+
+def _check_profiles(path: Path, profiles) -> None:
+    if not (isinstance(profiles, dict) and all(isinstance(p, dict) for p in profiles.values())):
+        raise ValueError(f"{path}: 'profiles' maps profile names to mappings of settings")
+    for name, overrides in profiles.items():
+        if not isinstance(overrides.get("extends", ""), str):
+            raise ValueError(f"{path}: profiles.{name}.extends names another profile, got {overrides['extends']!r}")
+
+
+def _validate(recipe: dict, path: Path) -> None:
+    """Types, ranges and bounds of a merged recipe's values; raise ``ValueError`` naming the file and setting."""
+
+    def fail(where: str, what: str, value) -> None:
+        raise ValueError(f"{path}: {where} must be {what}, got {value!r} (fix the recipe, or --set {where}=...)")
+
+    for key in ("name", "dataset"):
+        if not (isinstance(recipe[key], str) and recipe[key].strip()):
+            fail(key, "a non-empty string", recipe[key])
+    if "/" in recipe["name"] or "\\" in recipe["name"] or recipe["name"] in (".", ".."):
+        fail("name", "a name without path separators (it names the run folder)", recipe["name"])
+    if recipe["preprocessing"] not in list_preprocessings():
+        fail("preprocessing", f"one of {list_preprocessings()}", recipe["preprocessing"])
+    for section in ("parameterization", "objective", "schedule", "evaluation", "experts"):
+        if section in recipe and not isinstance(recipe[section], dict):
+            fail(section, "a mapping", recipe[section])
+    _check_values(recipe, "", fail)
+    for section in ("parameterization", "objective"):
+        for kind, options in recipe[section].items():
+            if kind != "kind" and options is not None and not isinstance(options, dict):
+                fail(f"{section}.{kind}", "a mapping of options", options)
+        kind = recipe[section]["kind"]
+        if (section, kind) in _OPTIONS:
+            cls, extra = _OPTIONS[(section, kind)]
+            _check_names(path, f"{section}.{kind}", recipe[section].get(kind) or {}, cls, extra)
+    if "experts" in recipe:
+        _check_names(path, "experts", recipe["experts"], train_experts, ("count", "epochs"))
+        if recipe["objective"]["kind"] in _WITH_EXPERTS:
+            for key in ("count", "epochs"):
+                if key not in recipe["experts"]:
+                    fail(f"experts.{key}", "set (experts to train and their epochs)", None)
+    schedule, evaluation = recipe["schedule"], recipe["evaluation"]
+    _check_names(path, "schedule", schedule, Schedule, ())
+    if "iterations" not in schedule:
+        fail("schedule.iterations", "set (distillation iterations)", None)
+    if schedule.get("eval_model", "ConvNet") not in list_nets():
+        fail("schedule.eval_model", f"one of {list_nets()}", schedule["eval_model"])
+    if unknown := set(evaluation) - {"runs", "epochs"}:
+        raise ValueError(f"{path}: evaluation takes runs and epochs, not {sorted(unknown)}")
+    if "runs" not in evaluation:
+        fail("evaluation.runs", "set (0: no final evaluation)", None)
+    if evaluation["runs"] and "epochs" not in evaluation:
+        fail("evaluation.epochs", "set when evaluation.runs is above 0", None)
+
+
+def _check_values(section: dict, prefix: str, fail) -> None:
+    """Numbers finite; learning rates positive; momenta and weight decays in [0, 1); counts whole and bounded."""
+    for key, value in section.items():
+        where = f"{prefix}{key}"
+        if isinstance(value, dict):
+            _check_values(value, f"{where}.", fail)
+        elif key in _COUNTS and not (value is None and key == "batch_syn"):  # batch_syn None: every image
+            low, high = _COUNTS[key]
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                fail(where, f"a whole number from {low:,} to {high:,}", value)
+        elif isinstance(value, float) and not math.isfinite(value):
+            fail(where, "a finite number", value)
+        elif key in ("momentum", "weight_decay", "lr_momentum"):
+            if isinstance(value, bool) or not (isinstance(value, (int, float)) and 0 <= value < 1):
+                fail(where, "a number in [0, 1)", value)
+        elif isinstance(key, str) and (key == "lr" or key.startswith("lr_")) and not isinstance(value, bool):
+            if not (isinstance(value, (int, float)) and 0 < value <= 1e6):
+                fail(where, "a positive number", value)
+
+
+def _check_names(path: Path, where: str, options: dict, target, extra: tuple[str, ...]) -> None:
+    """Refuse options ``target`` (a class or function) does not take, before a run builds it."""
+    parameters = inspect.signature(target).parameters
+    known = (set(parameters) - _GIVEN) | set(extra)
+    if unknown := sorted(str(k) for k in set(options) - known):
+        raise ValueError(f"{path}: {where} has unknown options {unknown}; it takes {', '.join(sorted(known))}")
 
 
 def _profile(path: Path, profiles: dict, name: str, seen: tuple[str, ...] = ()) -> dict:
