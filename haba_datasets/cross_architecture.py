@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from .data import RealData
 from .evaluate import Protocol, Report, as_dataset, evaluate, train_and_test
-from .fileformat import write_file
+from .fileformat import FormatError, read_json, write_file
 from .preprocessing import Preprocessing
 from .viz import new_figure, save_png
 
@@ -220,10 +220,12 @@ def evaluate_table(train: Dataset, test: Dataset, val: Dataset, *, folder: str |
     report = CrossArchitectureReport({**setting, **table}, distilled_with, [], [] if baseline is not None else None)
     key = json.loads(json.dumps(report.setting))  # as the file records it
     done: dict = {"networks": {}, "baseline": {}}
+    if progress.exists() and not progress.is_file():
+        raise FormatError(f"{progress}: not a file; remove it (the table's record of finished networks goes there)")
     if resume and progress.is_file():
-        saved = json.loads(progress.read_text())
-        if saved.get("setting") != key:
-            changed = sorted(k for k in {*key, *saved.get("setting", {})} if key.get(k) != saved.get("setting", {}).get(k))
+        saved = read_json(folder, progress.name, _check_progress, what="a record of finished networks")
+        if saved["setting"] != key:
+            changed = sorted(k for k in {*key, *saved["setting"]} if key.get(k) != saved["setting"].get(k))
             raise ValueError(f"{progress} holds results of another setting (differs in {changed}); remove it to start over")
         done = {part: {r["model"]: NetworkResult.from_json(r) for r in saved[part]} for part in done}
 
@@ -245,6 +247,23 @@ def evaluate_table(train: Dataset, test: Dataset, val: Dataset, *, folder: str |
     report.save(folder)
     progress.unlink(missing_ok=True)
     return report
+
+
+def _check_progress(saved) -> None:
+    """Raise ``ValueError`` unless ``saved`` is what :func:`evaluate_table` writes to progress.json."""
+    if not (isinstance(saved, dict) and isinstance(saved.get("setting"), dict)
+            and all(isinstance(saved.get(part), list) for part in ("networks", "baseline"))):  # fmt: skip
+        raise ValueError("expected {setting, networks, baseline}; remove the file to start the table over")
+    try:
+        for record in saved["networks"] + saved["baseline"]:
+            result = NetworkResult.from_json(record)
+            if not (isinstance(result.model, str) and isinstance(result.lr_scores, dict)
+                    and (result.lr is None or isinstance(result.lr, (int, float)))):  # fmt: skip
+                raise TypeError("model, lr or lr_scores of the wrong type")
+            float(result.mean), float(result.report.std if result.report is not None else 0)  # numbers, as table() needs
+    except (KeyError, TypeError, AttributeError, ValueError) as err:
+        raise ValueError(f"a network's record is damaged ({type(err).__name__}: {err}); remove the file to start the "
+                         "table over") from None
 
 
 def random_real_baseline(real: RealData, preprocessing: Preprocessing, images_per_class: int, *, seed: int = 0) -> TensorDataset:

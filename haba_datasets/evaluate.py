@@ -253,7 +253,7 @@ def train_and_test(
     draws = torch.Generator(device=device).manual_seed(seed)
     checks = {round(i * protocol.epochs / protocol.curve_points) - 1 for i in range(1, protocol.curve_points + 1)}
     curve, val_acc = [], None
-    bar = tqdm(range(protocol.epochs), desc=f"{model} seed {seed}", disable=not progress, leave=False)
+    bar = tqdm(range(protocol.epochs), desc=f"{model} seed {seed}", disable=None if progress else True, leave=False)
     for epoch in bar:
         for group in optimizer.param_groups:
             group["lr"] = protocol.lr_at(epoch)
@@ -289,7 +289,7 @@ def evaluate(
     ``label_kind``), so soft-label results are never read as hard-label ones."""
     start = time.perf_counter()
     results = []
-    for run in tqdm(range(runs), desc="runs", disable=not progress):
+    for run in tqdm(range(runs), desc="runs", disable=None if progress else True):
         results.append(train_and_test(train, test, num_classes=num_classes, model=model, protocol=protocol,
                                       val=val, seed=seed + run, device=device, progress=progress))  # fmt: skip
     # CPU results are bit-identical across processes only for the same torch build and thread count

@@ -181,7 +181,7 @@ def test_cli_cross_architecture_table_with_the_random_baseline(colors, capsys):
     assert main(["evaluate", str(folder), "--data-root", str(colors), "--models", "ConvNetW32,Nope"]) == 2
     assert "unknown network(s) ['Nope']" in capsys.readouterr().err
     assert main(["evaluate", str(folder), "--data-root", str(colors), "--baseline", "random"]) == 2
-    assert "--baseline needs --models" in capsys.readouterr().err
+    assert "--baseline: only with --models" in capsys.readouterr().err
 
 
 def test_image_scale_shows_a_drifted_hallucinator():

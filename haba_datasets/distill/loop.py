@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_bytes
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
@@ -132,7 +132,8 @@ def distill(
 
     if state["iteration"] == 0 and schedule.eval_every and writer:
         _append(out / LOG, state, {"iteration": 0, "val_accuracy": validate(0)})
-    bar = tqdm(total=schedule.iterations, initial=state["iteration"], desc="distill", disable=not (progress and writer))
+    bar = tqdm(total=schedule.iterations, initial=state["iteration"], desc="distill",
+               disable=None if progress and writer else True)  # None: tqdm's own rules (TQDM_DISABLE, not a terminal)
     started = time.perf_counter() - state["seconds"]
     for iteration in range(state["iteration"] + 1, schedule.iterations + 1):
         try:
@@ -213,10 +214,16 @@ def _save_checkpoint(path: Path, modules: dict, optimizers: list, generator: tor
 
 
 def _load_checkpoint(path: Path, modules: dict, optimizers: list, generator: torch.Generator, settings: dict) -> dict:
-    with safe_open(path, framework="pt") as f:
-        metadata = f.metadata() or {}
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-    state = json.loads(metadata["state"])
+    fix = f"delete {path} and {path.parent / LOG} to start the run over, or choose another output folder"
+    try:
+        with safe_open(path, framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        state = fileformat.parse_json(metadata["state"].encode())
+        skeletons = fileformat.parse_json(metadata["optimizers"].encode())
+        _check_state(state)
+    except (SafetensorError, OSError, ValueError, KeyError, TypeError) as err:
+        raise fileformat.FormatError(f"{path}: not a checkpoint this run can continue from ({_reason(err)}); {fix}") from None
     if _without_length(state["settings"]) != _without_length(settings):
         old, new = _without_length(state["settings"]), _without_length(settings)
         changed = sorted(k for k in {*new, *old} if new.get(k) != old.get(k))
@@ -225,14 +232,59 @@ def _load_checkpoint(path: Path, modules: dict, optimizers: list, generator: tor
     if settings["schedule"]["iterations"] < state["iteration"]:
         raise ValueError(f"{path}: the run is already at iteration {state['iteration']}; to continue it, ask for "
                          f"at least that many iterations, not {settings['schedule']['iterations']}")  # fmt: skip
+    _check_log(path.parent / LOG, state["log_bytes"], fix)
     state["settings"] = settings  # a longer run than first planned continues as if planned so from the start
-    for name, module in modules.items():
-        prefix = f"{name}."
-        module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
-    for optimizer, saved in zip(optimizers, json.loads(metadata["optimizers"]), strict=True):
-        optimizer.load_state_dict(_join(saved, tensors))
-    generator.set_state(tensors["generator"])
+    try:
+        for name, module in modules.items():
+            prefix = f"{name}."
+            module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+        for optimizer, saved in zip(optimizers, skeletons, strict=True):
+            optimizer.load_state_dict(_join(saved, tensors))
+        generator.set_state(tensors["generator"])
+    except (RuntimeError, ValueError, KeyError, TypeError, AttributeError, IndexError) as err:
+        raise fileformat.FormatError(f"{path}: its tensors do not fit this run ({_reason(err)}); {fix}") from None
     return state
+
+
+def _reason(err: Exception) -> str:
+    """An exception as a few words on one line (KeyError: the missing key)."""
+    text = f"missing {err}" if isinstance(err, KeyError) else str(err) or type(err).__name__
+    return " ".join(text.split())[:300]
+
+
+def _check_state(state) -> None:
+    """Raise ``ValueError`` unless ``state`` is what :func:`_save_checkpoint` writes."""
+    if not (isinstance(state, dict) and {"iteration", "best", "log_bytes", "seconds", "settings"} <= set(state)):
+        raise ValueError("its state lacks iteration, best, log_bytes, seconds or settings")
+    for key in ("iteration", "log_bytes"):
+        if isinstance(state[key], bool) or not isinstance(state[key], int) or state[key] < 0:
+            raise ValueError(f"state {key} must be a count, got {state[key]!r}")
+    best = state["best"]
+    if best is not None and not (isinstance(best, dict) and isinstance(best.get("iteration"), int)):
+        raise ValueError(f"state best must be null or a record of an iteration, got {best!r}")
+    if not isinstance(state["seconds"], (int, float)) or not isinstance(state["settings"], dict):
+        raise ValueError("state seconds must be a number and settings a mapping")
+    if not isinstance(state["settings"].get("schedule"), dict):
+        raise ValueError("state settings lack the schedule")
+
+
+def _check_log(path: Path, length: int, fix: str) -> None:
+    """The first ``length`` bytes of ``log.jsonl`` (what the checkpoint accounts for) must be JSON records."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(length)
+        if len(data) < length:
+            raise ValueError(f"{len(data)} bytes, but the checkpoint accounts for {length}")
+        for number, line in enumerate(data.splitlines(), 1):
+            try:
+                record = fileformat.parse_json(line)
+            except ValueError as err:
+                raise ValueError(f"line {number} is not JSON: {err}") from None
+            if not isinstance(record, dict):
+                raise ValueError(f"line {number} is not a JSON record")
+    except (OSError, ValueError) as err:
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        raise fileformat.FormatError(f"{path}: damaged ({reason}); {fix}") from None
 
 
 def _without_length(settings: dict) -> dict:
