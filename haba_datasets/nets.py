@@ -161,7 +161,7 @@ class AlexNet(_Net):
     weights, zero biases, so the signal keeps its scale through the five convs) or "default" (PyTorch's, as the
     literature's code). Without a norm, PyTorch's init shrinks the signal at every layer, the logits start near
     zero, and 200 epochs on 100 distilled CIFAR-10 images stay at chance where He init trains
-    (recipes/README.md, "Across architectures").
+    (docs/what-we-learned.md, "Across architectures").
     """
 
     def __init__(self, channels: int, num_classes: int, image_size: int = 32, *, norm: str = "none",

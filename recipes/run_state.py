@@ -11,7 +11,7 @@ preprocessing; ``restore`` writes them back into a new run folder, ``best/`` wit
 of the experts in EXPERTS_DIR, or fitted again as the run fitted it (the dataset and preprocessing
 its checkpoint records), so that ``haba-datasets distill ... --resume`` continues the run on a
 machine that has only the committed state (experts and fit are redone there, deterministically on
-the same CPU model and torch build: see recipes/README.md).
+the same CPU model and torch build: see docs/what-we-learned.md).
 ``recipes/study.sh`` calls both: ``RUN:keep`` keeps, and a run (or the run it continues) that is
 missing from ``runs/study`` is restored from ``recipes/results/study/RUN/state`` when that exists.
 """

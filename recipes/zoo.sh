@@ -5,7 +5,7 @@
 #   2. bundle it into haba_datasets/zoo/<name> (recipes/zoo.py: ZCA truncated to rank 512; the hallucinators' `normalize`
 #      turned on where the images drifted beyond 10x the real data's std, the threshold of evaluate's note: MTT on
 #      instance-normalised students cannot see an image's scale, and networks without instance norm diverge on such
-#      images; measured by recipes/normalize_check.py, the entries' scales are in recipes/README.md);
+#      images; measured by recipes/normalize_check.py, the entries' scales are in docs/what-we-learned.md);
 #   3. measure it through its zoo name with the README's command (the card's protocol, default threads);
 #   4. record that measurement on its card, and copy the run's small results to recipes/results/zoo/<name>/.
 #     bash recipes/zoo.sh [DATA_ROOT]     (default ../shared/data)

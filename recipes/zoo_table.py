@@ -1,7 +1,7 @@
-"""The one results table of recipes/README.md: every zoo entry and every baseline measured on this
-machine, per setting, with the published numbers, the command and the budget behind each figure.
+"""The zoo table of docs/results.md: every zoo entry and what was measured beside it, per setting,
+with the published numbers, the command and the budget behind each figure.
 
-    python recipes/zoo_table.py            # the full table (recipes/README.md)
+    python recipes/zoo_table.py            # the full table (docs/results.md)
     python recipes/zoo_table.py --short    # one row per zoo entry (README.md)
 """
 

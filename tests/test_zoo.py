@@ -74,7 +74,7 @@ def test_readme_dataloader_example_trains_a_classifier(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=1800)
     assert out.returncode == 0, out.stderr
     accuracy = float(re.search(r"real test accuracy: ([\d.]+)%", out.stdout).group(1))
-    assert accuracy > 45.0  # README: what it measured; random real images of the same storage: 28.31 (recipes/README.md)
+    assert accuracy > 45.0  # README: what it measured; random real images of the same storage: 28.31 (docs/results.md)
 
 
 @pytest.mark.parametrize("name", sorted(hub.ZOO))
