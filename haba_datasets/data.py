@@ -9,6 +9,7 @@ images are decoded once, not on every run.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -119,10 +120,9 @@ def load_real(
     (then the image and label columns are the first ``Image`` and ``ClassLabel`` features).
     ``data_root`` defaults to ``$HABA_DATA_ROOT``; ``cache_dir`` to ``$HABA_DATASETS_CACHE`` or
     ``~/.cache/haba-datasets``. The validation split holds ``val_fraction`` of every class,
-    chosen with a fixed seed.
+    chosen with a fixed seed. Without the ``datasets`` package (a bare GPU image), a local folder
+    is read with pyarrow and PIL instead (not cached).
     """
-    import datasets
-
     if not 0 <= val_fraction < 1:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     name = str(name_or_path)
@@ -131,6 +131,14 @@ def load_real(
     source = name if spec is None else spec.hub_id
     if spec is not None and data_root and (Path(data_root) / (spec.folder or name)).is_dir():
         source = str(Path(data_root) / (spec.folder or name))
+    try:
+        import datasets
+    except ImportError:
+        if not Path(source).is_dir():
+            raise FileNotFoundError(f"{source!r}: without the datasets package only local folders can be read") from None
+        classes, (train, test) = _parquet_folder(Path(source), spec)
+        train, val = _carve(train, len(classes), val_fraction)
+        return RealData(Path(name).name if spec is None else name, classes, train, val, test)
     try:
         splits = datasets.load_dataset(source, spec.config if spec else None)
     except (*HUB_CALL_ERRORS, ValueError) as err:  # missing files or repo, bad config name, network: say what was tried
@@ -178,6 +186,38 @@ def _decoded(split, image_col: str, label_col: str, cache: Path, stem: str, batc
     labels = torch.tensor(split[label_col], dtype=torch.int64)
     write_file(path, safetensors_bytes({"images": images, "labels": labels}))  # never a half-written cache file
     return Split(images, labels)
+
+
+def _parquet_folder(folder: Path, spec: RealSpec | None) -> tuple[list[str], tuple[Split, Split]]:
+    """The train and test splits of a local Hub-layout folder, read with pyarrow and decoded with PIL."""
+    import io
+
+    import numpy as np
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    classes, splits = None, []
+    for split in ("train", "test"):
+        files = sorted(folder.rglob(f"{split}-*.parquet"))
+        if not files:
+            raise FileNotFoundError(f"{folder}: no {split}-*.parquet file")
+        images, labels = [], []
+        for file in files:
+            table = pq.read_table(file)
+            features = json.loads((table.schema.metadata or {}).get(b"huggingface", b"{}")).get("info", {}).get("features", {})
+            kinds = {key: (f.get("_type") if isinstance(f, dict) else None) for key, f in features.items()}
+            image_col = spec.image if spec else next((k for k, t in kinds.items() if t == "Image"), None)
+            label_col = spec.label if spec else next((k for k, t in kinds.items() if t == "ClassLabel"), None)
+            if kinds.get(image_col) != "Image" or kinds.get(label_col) != "ClassLabel":
+                raise ValueError(f"{file}: expected an image column and a ClassLabel column, found {kinds}")
+            classes = list(features[label_col]["names"])
+            for cell in table.column(image_col).to_pylist():
+                images.append(torch.from_numpy(np.array(Image.open(io.BytesIO(cell["bytes"])))))
+            labels += table.column(label_col).to_pylist()
+        x = torch.stack(images)
+        x = x.unsqueeze(1) if x.dim() == 3 else x.permute(0, 3, 1, 2)
+        splits.append(Split(x.contiguous(), torch.tensor(labels, dtype=torch.int64)))
+    return classes, (splits[0], splits[1])
 
 
 def _carve(train: Split, num_classes: int, fraction: float) -> tuple[Split, Split]:

@@ -1,4 +1,5 @@
 import os
+import sys
 
 import datasets
 import pytest
@@ -110,3 +111,16 @@ def test_real_datasets(name, shape, sizes):
     assert real.image_shape == shape and len(real.classes) == 10
     assert (len(real.train), len(real.val), len(real.test)) == sizes
     assert real.val.labels.bincount().tolist() == [sizes[1] // 10] * 10
+
+
+def test_without_the_datasets_package_a_local_folder_reads_the_same(real_folder, monkeypatch):
+    """A bare GPU image has pyarrow and PIL but not ``datasets``: the same tensors, classes and splits."""
+    with_datasets = load_real(real_folder)
+    monkeypatch.setitem(sys.modules, "datasets", None)  # import datasets -> ImportError
+    without = load_real(real_folder)
+    assert without.classes == with_datasets.classes == COLORS
+    for split in ("train", "val", "test"):
+        a, b = getattr(without, split), getattr(with_datasets, split)
+        assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
+    with pytest.raises(FileNotFoundError, match="only local folders"):
+        load_real("someone/not-here")
