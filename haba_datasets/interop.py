@@ -10,7 +10,10 @@ caller names; never on a download path) or ``.safetensors`` in one of the :data:
   onto ``haba-conv`` and checked to give the images that formula gives.
 - ``mtt``: ``IMAGES LABELS [LR]`` (``images_best.pt``, ``labels_best.pt``, DATM's ``lr_best.pt``).
 - ``tensors``: ``IMAGES [LABELS]``; images ``(classes, IPC, ch, H, W)`` or class-major
-  ``(classes * IPC, ch, H, W)`` (DD-Ranking's input).
+  ``(classes * IPC, ch, H, W)`` (DD-Ranking's input), or the ``data.safetensors`` of
+  :func:`export_dataset` (images, labels and lr in one file).
+
+Sparse tensors and tensors whose elements share memory (expanded) are refused before any copy.
 
 LABELS may be hard (``N`` integers) or soft (``N x classes`` floats, as TESLA and DATM write):
 rows that are probability distributions are kept as they are, any other rows are taken as logits
@@ -23,6 +26,7 @@ materialised images as tensors (safetensors, and the ``.pt`` layout) or as an Im
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import pickle
 import re
@@ -31,11 +35,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save as safetensors_bytes
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save as safetensors_bytes
 
 from .data import RealData, Split, load_real
 from .factorized import FactorizedDataset
-from .fileformat import check_soft_labels, write_file
+from .fileformat import SOFT_LABEL_TOLERANCE, FormatError, read_json, write_file
 from .hallucinators import create_hallucinators
 from .preprocessing import Preprocessing
 from .registry import Registry
@@ -45,6 +50,11 @@ from .viz import to_pil
 LAYOUTS = Registry("import layout")
 #: Largest file an import reads (a distilled set is megabytes; this bounds what a wrong path costs).
 MAX_FILE_BYTES = 4 << 30
+#: What an export writes into its folder first: the files it owns there (a later export replaces them).
+EXPORT_MANIFEST = ".haba-export.json"
+_EXPORT_FORMAT = "haba-datasets/export"
+#: Longest class name kept in an ImageFolder's folder names (file systems allow 255 bytes).
+MAX_FOLDER_NAME = 100
 
 
 def import_dataset(layout: str, files: list[str | Path], *, dataset: str, preprocessing: str = "identity",
@@ -68,14 +78,17 @@ def import_dataset(layout: str, files: list[str | Path], *, dataset: str, prepro
         ds = import_dataset("mtt", ["images_best.pt", "labels_best.pt"], dataset="cifar10", preprocessing="zca")
         ds.save_pretrained("mtt-cifar10-ipc10")
     """
+    reader = LAYOUTS[layout]  # an unknown layout, before any file is read
+    for f in files:
+        if not Path(f).is_file():
+            raise ValueError(f"{f}: no such file")
     real = load_real(dataset, data_root=data_root)
-    bases, labels, bank, stored_lr = LAYOUTS[layout]([Path(f) for f in files], len(real.classes))
+    bases, labels, bank, stored_lr = reader([Path(f) for f in files], len(real.classes))
     soft, soft_from = None, None
     if labels is None:
         labels = _class_major(bases.shape[0], len(real.classes))
     elif labels.is_floating_point():
-        soft_from = "probabilities" if _distributions(labels) else "logits (softmax)"
-        soft = labels if soft_from == "probabilities" else labels.double().softmax(1).float()
+        soft, soft_from = _probabilities(labels)
         labels = soft.argmax(1)
     shape = tuple(bank.image_shape) if bank is not None else tuple(bases.shape[1:])
     if shape != tuple(real.image_shape):
@@ -102,12 +115,19 @@ def export_dataset(dataset: FactorizedDataset, to: str, out: str | Path) -> list
             and the same as ``images.pt``, ``labels.pt``, ... for tools that read ``.pt``;
             ``"image-folder"``: one PNG per image in pixel space under ``<index>-<class>/``
             (``torchvision.datasets.ImageFolder`` reads it, class order kept; classes only, so
-            soft labels are not in it).
+            soft labels are not in it; class names cut to :data:`MAX_FOLDER_NAME` characters).
+
+    ``out`` must be new, empty or an earlier export (its files, named in :data:`EXPORT_MANIFEST`,
+    are replaced completely); a folder holding anything else raises ``FileExistsError``.
+    ``import_dataset("tensors", [out / "data.safetensors"], ...)`` reads the tensors back.
 
     Returns:
         The files written.
     """
     out = Path(out)
+    if to not in ("tensors", "image-folder"):
+        raise ValueError(f"export to 'tensors' or 'image-folder', got {to!r}")
+    _clear_export(out)
     images, labels = dataset.materialize().tensors
     images, labels = images.cpu().contiguous(), labels.cpu().contiguous()
     classes = dataset.labels.cpu().repeat_interleave(dataset.hallucinators.count)
@@ -117,25 +137,62 @@ def export_dataset(dataset: FactorizedDataset, to: str, out: str | Path) -> list
             tensors["classes"] = classes
         if dataset.learned_lr is not None:
             tensors["lr"] = torch.tensor(dataset.learned_lr, dtype=torch.float64)
-        paths = [out / "data.safetensors"]
+        paths = [out / "data.safetensors", *(out / f"{name}.pt" for name in tensors)]
+        _write_manifest(out, paths)
         write_file(paths[0], safetensors_bytes(tensors))
-        for name, tensor in tensors.items():
-            paths.append(out / f"{name}.pt")
-            _save_pt(paths[-1], tensor)
+        for path, tensor in zip(paths[1:], tensors.values()):
+            _save_pt(path, tensor)
         return paths
-    if to == "image-folder":
-        width = len(str(len(dataset.classes) - 1))
-        folders = [f"{i:0{width}d}-{re.sub(r'[^A-Za-z0-9._-]+', '_', name).strip('_') or 'class'}"
-                   for i, name in enumerate(dataset.classes)]  # fmt: skip
-        paths, counts = [], [0] * len(dataset.classes)
-        for image, label in zip(dataset.pixels(images), classes.tolist()):
-            path = out / folders[label] / f"{counts[label]:05d}.png"
-            counts[label] += 1
-            path.parent.mkdir(parents=True, exist_ok=True)
-            to_pil(image).save(path, format="PNG")
-            paths.append(path)
-        return paths
-    raise ValueError(f"export to 'tensors' or 'image-folder', got {to!r}")
+    width = len(str(len(dataset.classes) - 1))
+    folders = [f"{i:0{width}d}-{re.sub(r'[^A-Za-z0-9._-]+', '_', name).strip('_')[:MAX_FOLDER_NAME] or 'class'}"
+               for i, name in enumerate(dataset.classes)]  # fmt: skip
+    counts, paths = [0] * len(dataset.classes), []
+    for label in classes.tolist():
+        paths.append(out / folders[label] / f"{counts[label]:05d}.png")
+        counts[label] += 1
+    _write_manifest(out, paths)
+    for image, path in zip(dataset.pixels(images), paths):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        to_pil(image).save(path, format="PNG")
+    return paths
+
+
+def _clear_export(out: Path) -> None:
+    """Empty ``out`` of an earlier export (its manifest names the files); refuse a folder holding
+    anything else, so that no file the export did not write is replaced or left mixed with its own."""
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out}: is a file; export into a new or empty folder")
+    if not out.exists() or not any(out.iterdir()):
+        return
+    refuse = f"{out}: not empty and not an earlier export; export into a new or empty folder"
+    try:
+        written = set(read_json(out, EXPORT_MANIFEST, _check_manifest, what="an export folder")["files"])
+    except FormatError as err:
+        raise FileExistsError(f"{refuse} ({err})") from None
+    present = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_symlink() or not p.is_dir()}
+    if others := sorted(present - written - {EXPORT_MANIFEST}):
+        raise FileExistsError(f"{out}: holds files the export did not write ({', '.join(others[:3])}"
+                              f"{', ...' if len(others) > 3 else ''}); export into a new or empty folder")  # fmt: skip
+    for name in sorted(present & written):
+        (out / name).unlink()
+    for folder in sorted((p for p in out.rglob("*") if p.is_dir() and not p.is_symlink()), key=lambda p: -len(p.parts)):
+        if not any(folder.iterdir()):
+            folder.rmdir()
+    (out / EXPORT_MANIFEST).unlink()
+
+
+def _check_manifest(manifest) -> None:
+    if not (isinstance(manifest, dict) and manifest.get("format") == _EXPORT_FORMAT and isinstance(manifest.get("files"), list)):
+        raise ValueError(f"not a manifest of {_EXPORT_FORMAT}")
+    for name in manifest["files"]:
+        if not (isinstance(name, str) and name and not Path(name).is_absolute() and ".." not in Path(name).parts):
+            raise ValueError(f"{name!r} is not a path inside the folder")
+
+
+def _write_manifest(out: Path, paths: list[Path]) -> None:
+    """Record the files the export is about to write (first: an interrupted export is still its own)."""
+    files = [p.relative_to(out).as_posix() for p in paths]
+    write_file(out / EXPORT_MANIFEST, (json.dumps({"format": _EXPORT_FORMAT, "files": files}, indent=1) + "\n").encode())
 
 
 @LAYOUTS.register("haba-reference")
@@ -182,21 +239,29 @@ def _mtt(files: list[Path], num_classes: int):
     if len(files) not in (2, 3):
         raise ValueError(f"mtt takes IMAGES LABELS [LR] (images_best.pt labels_best.pt [lr_best.pt]), got {len(files)} files")
     images = _images(files[0], _load(files[0]), 4)
-    return images, _labels(files[1], _load(files[1]), len(images), num_classes), None, _lr(files[2]) if len(files) == 3 else None
+    lr = _lr(files[2], _load(files[2])) if len(files) == 3 else None
+    return images, _labels(files[1], _load(files[1]), len(images), num_classes), None, lr
 
 
 @LAYOUTS.register("tensors")
 def _tensors(files: list[Path], num_classes: int):
     if len(files) not in (1, 2):
         raise ValueError(f"tensors takes IMAGES [LABELS], got {len(files)} files")
-    raw = _load(files[0])
+    raw, stored = _load(files[0]), {}
+    if isinstance(raw, dict):  # data.safetensors of export_dataset: images, labels, lr (and classes)
+        if "images" not in raw or set(raw) - {"images", "labels", "classes", "lr"}:
+            raise ValueError(f"{files[0]}: holds tensors {sorted(raw)}; expected one tensor, or images [labels, lr] "
+                             "as `export --to tensors` writes")  # fmt: skip
+        raw, stored = raw["images"], raw
     if isinstance(raw, torch.Tensor) and raw.dim() == 5:
         if raw.shape[0] != num_classes:
             raise ValueError(f"{files[0]}: {raw.shape[0]} classes x IPC images, the dataset has {num_classes} classes")
         raw = raw.flatten(0, 1)
     images = _images(files[0], raw, 4)
     labels = _labels(files[1], _load(files[1]), len(images), num_classes) if len(files) == 2 else None
-    return images, labels, None, None
+    if labels is None and "labels" in stored:
+        labels = _labels(files[0], stored["labels"], len(images), num_classes)
+    return images, labels, None, _lr(files[0], stored["lr"]) if "lr" in stored else None
 
 
 def _load(path: Path):
@@ -205,12 +270,31 @@ def _load(path: Path):
     if path.stat().st_size > MAX_FILE_BYTES:
         raise ValueError(f"{path}: {path.stat().st_size:,} bytes, more than the {MAX_FILE_BYTES:,} an import reads")
     if path.suffix == ".safetensors":
-        tensors = load_file(path)
+        try:  # the header is checked against the file's size before any tensor is read
+            with safe_open(path, framework="pt") as f:
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+        except SafetensorError as err:
+            raise ValueError(f"{path}: not a valid safetensors file ({err})") from None
         return tensors if len(tensors) != 1 else next(iter(tensors.values()))
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        value = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as err:  # weights_only refuses code
         raise ValueError(f"{path}: not a tensor file torch.load reads with weights_only=True ({err})") from None
+    for tensor in value.values() if isinstance(value, dict) else [value]:
+        _check_dense(path, tensor)
+    return value
+
+
+def _check_dense(path: Path, tensor) -> None:
+    """Refuse a sparse tensor, or one whose elements share memory (expanded, stride 0): a small file
+    could then ask for far more memory than it holds."""
+    if not isinstance(tensor, torch.Tensor):
+        return
+    if tensor.layout != torch.strided:
+        raise ValueError(f"{path}: holds a {tensor.layout} tensor; save it dense (tensor.to_dense()) first")
+    if tensor.numel() * tensor.element_size() > tensor.untyped_storage().nbytes():
+        raise ValueError(f"{path}: holds a tensor of shape {list(tensor.shape)} whose elements share memory (expanded, "
+                         "stride 0); save tensor.contiguous() instead")  # fmt: skip
 
 
 def _images(path: Path, value, dims: int) -> torch.Tensor:
@@ -236,8 +320,7 @@ def _labels(path: Path, value, n: int, num_classes: int) -> torch.Tensor:
     return value.long()
 
 
-def _lr(path: Path) -> float:
-    value = _load(path)
+def _lr(path: Path, value) -> float:
     if not (isinstance(value, torch.Tensor) and value.numel() == 1 and value.is_floating_point()):
         raise ValueError(f"{path}: expected one learning rate, got {type(value).__name__}")
     lr = float(value)
@@ -246,12 +329,16 @@ def _lr(path: Path) -> float:
     return lr
 
 
-def _distributions(soft: torch.Tensor) -> bool:
-    try:
-        check_soft_labels(soft)
-    except ValueError:
-        return False
-    return True
+def _probabilities(soft: torch.Tensor) -> tuple[torch.Tensor, str]:
+    """Rows that are probability distributions kept, the others (logits) through a softmax; and which."""
+    rows = soft.double()
+    kept = (rows >= 0).all(1) & ((rows.sum(1) - 1).abs() <= SOFT_LABEL_TOLERANCE)
+    if bool(kept.all()):
+        return soft, "probabilities"
+    converted = torch.where(kept[:, None], rows, rows.softmax(1)).float()
+    if not bool(kept.any()):
+        return converted, "logits (softmax)"
+    return converted, f"{int((~kept).sum())} of {len(kept)} rows logits (softmax), the others probabilities"
 
 
 def _class_major(n: int, num_classes: int) -> torch.Tensor:

@@ -147,3 +147,34 @@ def kill_at_random_points(code: str, straight: Path, out: Path, args: list[str],
                 continue
         assert process.wait(timeout=300) == 0
         return landed
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run the command line: ``cli(*argv)`` -> (exit status, stdout, stderr); argparse's exits included."""
+    from haba_datasets.cli import main
+
+    def run(*argv) -> tuple[int, str, str]:
+        capsys.readouterr()
+        try:
+            code = main([str(a) for a in argv])
+        except SystemExit as exit_:
+            code = exit_.code
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run
+
+
+def assert_one_error(result, *names: str) -> str:
+    """The command failed as an input mistake: exit status 2, one ``error:`` line naming ``names``."""
+    code, _, err = result
+    assert code == 2 and err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err, err
+    for name in names:
+        assert str(name) in err, (name, err)
+    return err
+
+
+def snapshot_files(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` and its bytes (to check a command left them as they were)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(Path(folder).rglob("*")) if p.is_file()}

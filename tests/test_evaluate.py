@@ -125,4 +125,4 @@ def test_cli_evaluates_a_factorized_dataset_with_its_learned_lr(colors, capsys):
     FactorizedDataset(norm(pick.floats()), pick.labels, bank, COLORS, preprocessing=norm, device="cpu").save_pretrained(colors / "anon")
     capsys.readouterr()
     assert main(["evaluate", str(colors / "anon"), "--data-root", str(colors), "--epochs", "1"]) == 2
-    assert "error: say which real dataset to test on with --dataset" in capsys.readouterr().err
+    assert "error: --dataset: say which real dataset to test on" in capsys.readouterr().err
