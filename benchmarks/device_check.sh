@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The prepared device check: run it on the day a session is lent a GPU machine, as ONE command
+# The prepared device check: run it on a machine with a GPU, as ONE command
 # (about 8 minutes there), then record what it wrote in benchmarks/README.md.
 #
 #   OUT=/some/folder bash benchmarks/device_check.sh          (default OUT: device-check/)

@@ -44,16 +44,16 @@ declare -A runs=(
     [width-64]="cifar10-ipc10 cifar10-w64 experts.net_options.width=64"  # experts and student (the adversary: 32)
     # width-64 continued from its iteration-300 checkpoint to 600 iterations (the curve still rose at 300)
     [width-64-600]="cifar10-ipc10 cifar10-w64 experts.net_options.width=64 schedule.iterations=600"
-    # the zoo's cifar10-ipc10 until 2026-12-06 (width 64, 600 iterations, 20 inner steps: the `zoo-steps-20` profile,
+    # the zoo's earlier cifar10-ipc10 (width 64, 600 iterations, 20 inner steps: the `zoo-steps-20` profile,
     # `zoo` when it ran) with plain images: the equal-budget baseline of that entry
     [zoo-plain]="cifar10-ipc10@zoo-steps-20 cifar10-w64 parameterization.kind=plain"
     # the zoo's cifar10-ipc10 with 40 inner steps instead of 20 (steps-40 led the width-32 study in the loop)
     [zoo-steps-40]="cifar10-ipc10@zoo cifar10-w64 objective.mtt.syn_steps=40"
-    # its equal-budget baseline: plain images with 40 inner steps (zoo-plain has 20; the `zoo` profile has 40 since
-    # 2026-12-06, the setting says so for the record)
+    # its equal-budget baseline: plain images with 40 inner steps (zoo-plain has 20; the `zoo` profile has 40 now; the
+    # setting says so for the record)
     [zoo-plain-steps-40]="cifar10-ipc10@zoo cifar10-w64 parameterization.kind=plain objective.mtt.syn_steps=40"
     # plain images at the storage of the other HaBa zoo entries (IPC 1: 2 images per class, 1.05x the HaBa entry's storage)
-    # (the IPC 1 entries below made at 300 iterations say so: the zoo profile has 1,000 since 2026-12-03)
+    # (the IPC 1 entries below made at 300 iterations say so: the zoo profile has more)
     [ipc1-plain-2]="cifar10-ipc1@zoo cifar10-ipc10-cpu parameterization.kind=plain ipc=2 schedule.iterations=300"
     # HaBa at that storage the other way: 7 bases of 16x16 per class + 5 hallucinators with layers at 16x16,
     # 60,480 values (0.98x 2 images per class, 1.03x the zoo's cifar10-ipc1)
@@ -97,7 +97,7 @@ declare -A runs=(
                                schedule.iterations=600"
     # (the zoo profile's lr_hallucinators when it ran, which a plain run never reads: its recorded recipe)
     [fmnist-ipc10-plain]="fashion_mnist-ipc10@zoo fashion_mnist-cpu parameterization.kind=plain $haba.lr_hallucinators=100"
-    # the zoo's fashion_mnist-ipc10 until 2026-12-06 with the hallucinators' lr 1 (what made HaBa beat plain images at
+    # the zoo's earlier fashion_mnist-ipc10 (lr 100) with the hallucinators' lr 1 (what made HaBa beat plain images at
     # Fashion-MNIST IPC 1; lr 100 drifts the images to 580,000x the real std): the zoo profile since
     [fmnist-ipc10-lr-1]="fashion_mnist-ipc10@zoo fashion_mnist-cpu $haba.lr_hallucinators=1"
     [fmnist-ipc1-plain-2]="fashion_mnist-ipc1@zoo fashion_mnist-cpu parameterization.kind=plain ipc=2 schedule.iterations=300"

@@ -105,7 +105,7 @@ def test_a_stopped_table_resumes_from_the_networks_it_finished(tmp_path, monkeyp
     def counting(*args, model, **kwargs):
         trained.append(model)
         if model == stop_at:
-            raise KeyboardInterrupt  # the session ends here
+            raise KeyboardInterrupt  # the job is stopped here
         return real_evaluate(*args, model=model, **kwargs)
 
     monkeypatch.setattr(cross_architecture, "evaluate", counting)
