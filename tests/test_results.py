@@ -1,5 +1,6 @@
 """The documents' generated tables are what the recorded results in recipes/results/ give."""
 
+import json
 import re
 import subprocess
 import sys
@@ -7,7 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from haba_datasets import FactorizedDataset, hub
+from haba_datasets.card import dataset_card
+from haba_datasets.cross_architecture import card_summary
+
 ROOT = Path(__file__).parents[1]
+RESULTS = ROOT / "recipes" / "results"
 TABLES = [sys.executable, str(ROOT / "recipes" / "tables.py")]
 DOCUMENTS = [ROOT / "README.md", ROOT / "recipes" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
@@ -49,3 +55,37 @@ def test_the_documents_link_to_files_that_exist(path):
     for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", path.read_text()):
         if not target.startswith(("http://", "https://")):
             assert (path.parent / target).exists(), f"{path.name} links to {target}"
+
+
+@pytest.mark.parametrize("name", sorted(hub.ZOO))
+def test_each_card_carries_the_recorded_results(name):
+    folder = hub.ZOO_DIR / name
+    config = json.loads((folder / "config.json").read_text())
+    prov, report = config["provenance"], json.loads((RESULTS / "zoo" / name / "report.json").read_text())
+    measured = report["test_accuracy"]
+    assert (prov["metrics"]["test_accuracy"], prov["metrics"]["test_accuracy_std"]) == (measured["mean"], measured["std"])
+    assert prov["metrics"]["runs"] == len(measured["runs"]) and prov["metrics"]["epochs"] == report["protocol"]["epochs"]
+    cross = json.loads((RESULTS / "cross" / name / "report.json").read_text())
+    assert prov["cross_architecture"] == card_summary(cross, prov["cross_architecture"]["command"])
+    storage = FactorizedDataset.from_pretrained(name, device="cpu").storage
+    assert (folder / "README.md").read_text() == dataset_card(config, storage)  # the card's tables come from these
+
+
+def test_keep_results_keeps_a_runs_summary_validation_records_and_curve_points(tmp_path):
+    run = tmp_path / "run"
+    (run / "evaluation").mkdir(parents=True)
+    (run / "summary.json").write_text('{"name": "tiny"}')
+    (run / "log.jsonl").write_text('{"iteration": 0, "val_accuracy": 0.2}\n{"iteration": 1, "loss": 1.0}\n'
+                                   '{"iteration": 2, "loss": 0.5, "val_accuracy": 0.4}\n')
+    curve = [{"epoch": e, "loss": 1 / e, **({"val_accuracy": 0.5} if e == 2 else {})} for e in (1, 2, 3, 4)]
+    report = {"test_accuracy": {"mean": 0.5}, "runs": [{"seed": 0, "curve": curve}]}
+    (run / "evaluation" / "report.json").write_text(json.dumps(report))
+    (run / "progress.png").write_bytes(b"png")
+    subprocess.run([sys.executable, str(ROOT / "recipes" / "keep_results.py"), str(run), str(tmp_path / "kept")], check=True)
+    kept = tmp_path / "kept"
+    assert sorted(p.relative_to(kept).as_posix() for p in kept.rglob("*") if p.is_file()) == [
+        "evaluation/report.json", "summary.json", "validation.jsonl"]
+    assert [json.loads(line)["iteration"] for line in (kept / "validation.jsonl").read_text().splitlines()] == [0, 2]
+    thinned = json.loads((kept / "evaluation" / "report.json").read_text())
+    assert [p["epoch"] for p in thinned["runs"][0]["curve"]] == [2, 4]  # the validation point and the last epoch
+    assert thinned["test_accuracy"] == report["test_accuracy"]
