@@ -11,8 +11,12 @@
 #      materialize, save_pretrained from the device; one distillation step per objective and
 #      parameterisation; experts for one epoch), and the CUDA cases of tests/test_augment.py;
 #   3. benchmarks/synthesis.py on the device (batched against per-item synthesis, DataLoader overhead);
-#   4. benchmarks/distill_step.py on the device (the paper's IPC 10 settings; QUICK: the cpu case, IPC 1).
-# Everything goes to $OUT: environment.txt, tests.txt, synthesis.md, distill_step.md, summary.txt.
+#   4. benchmarks/distill_step.py on the device (the paper's IPC 10 settings; QUICK: the cpu case, IPC 1);
+#   5. benchmarks/dm_step.py on the device (dm-dance against DM, eager and compiled);
+#   6. a real dataset: fashion_mnist-ipc10's gpu-dance profile distilled end to end (experts on the device),
+#      the dataset folder and its summary kept as dance-dataset.tgz (QUICK: 20 iterations).
+# Everything goes to $OUT: environment.txt, tests.txt, synthesis.md, distill_step.md, dm_step.md, dance.txt,
+# dance-dataset.tgz, summary.txt.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-device-check}"
@@ -34,14 +38,27 @@ print('torch', torch.__version__, 'CUDA', torch.version.cuda, 'available', torch
 if torch.cuda.is_available():
     print(torch.cuda.get_device_name(0), round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1), 'GiB')
 "
-step tests 240 tests.txt python -m pytest -q -p no:cacheprovider -m "not slow" tests/test_device.py tests/test_augment.py -k "cuda or device"
+step tests 120 tests.txt python -m pytest -q -p no:cacheprovider -m "not slow" tests/test_device.py tests/test_augment.py -k "cuda or device"
 if [[ $QUICK == 1 ]]; then
     step synthesis 120 synthesis.md python benchmarks/synthesis.py --device "$device" --ipc 1 --repeats 1 --seconds 0.2
-    step distill_step 120 distill_step.md python benchmarks/distill_step.py --device "$device" --cases cpu --ipc 1 \
+    step distill_step 90 distill_step.md python benchmarks/distill_step.py --device "$device" --cases cpu --ipc 1 \
         --parameterizations haba --unrolls full --no-dm --variants after --rounds 1 --iterations 1
 else
-    step synthesis 120 synthesis.md python benchmarks/synthesis.py --device "$device" --ipc 10 --repeats 5
-    step distill_step 180 distill_step.md python benchmarks/distill_step.py --device "$device" --cases paper --ipc 1 10 \
+    step synthesis 45 synthesis.md python benchmarks/synthesis.py --device "$device" --ipc 10 --repeats 5
+    step distill_step 90 distill_step.md python benchmarks/distill_step.py --device "$device" --cases paper --ipc 1 10 \
         --variants after --rounds 1 --iterations 2
+fi
+step dm_step 60 dm_step.md python benchmarks/dm_step.py --device "$device" --variants eager compile --rounds 2 \
+    --iterations $([[ $QUICK == 1 ]] && echo 1 || echo 3) $([[ $QUICK == 1 ]] && echo "--ipc 10 --parameterizations haba")
+if [[ -d ${DATA_ROOT:-} ]]; then
+    run="$OUT/dance-run" sets=()
+    [[ $QUICK == 1 ]] && sets=(--set schedule.iterations=20 --set schedule.eval_every=10 --set schedule.eval_epochs=2
+                               --set evaluation.epochs=2 --set experts.epochs=1 --set experts.count=1)
+    step dance 330 dance.txt python -m haba_datasets.cli distill recipes/fashion_mnist-ipc10.yaml --profile gpu-dance \
+        --data-root "$DATA_ROOT" --device "$device" -o "$run" "${sets[@]}"
+    # the finished dataset, or (stopped at the limit) the best one validated so far
+    kept=$( [[ -d $run/dataset ]] && echo dataset || echo best )
+    tar czf "$OUT/dance-dataset.tgz" -C "$run" "$kept" $( [[ -f $run/summary.json ]] && echo summary.json ) log.jsonl \
+        && rm -rf "$run"
 fi
 echo "device: $device; outputs in $OUT"

@@ -80,6 +80,17 @@ def _lr(text: str) -> float:
     return value
 
 
+def _fraction(text: str) -> float:
+    """An argparse type: a number in ``[0, 1)`` (momentum, weight decay)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"takes a number in [0, 1) such as 0.9, got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"takes a number in [0, 1), got {text}")
+    return value
+
+
 def _device(text: str) -> str:
     """An argparse type: a device this machine has (cpu, cuda, cuda:N, mps)."""
     import torch
@@ -177,7 +188,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", type=_device, help="default: cuda when available")
     p.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
     p.add_argument("--push", metavar="REPO_ID", type=_repo_id, help="publish the dataset to this Hub dataset repo")
-    p = sub.add_parser("experts", help="train MTT expert trajectories on real data (resumable; torchrun shares the experts)")
+    p = sub.add_parser("experts", help="train expert networks on real data: MTT's trajectories or DANCE's two ends "
+                                       "(resumable; torchrun shares the experts)")  # fmt: skip
     p.add_argument("--dataset", required=True, help="real dataset: a name (cifar10, ...) or a local folder in the Hub layout")
     p.add_argument("--experts", type=_int(1, MAX_EXPERTS), required=True, help="number of experts (a larger number adds experts)")
     p.add_argument("--epochs", type=_int(1, MAX_EPOCHS), required=True, help="epochs per expert")
@@ -189,6 +201,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=_lr, default=0.01)
     p.add_argument("--batch-size", type=_int(1, MAX_BATCH), default=256)
     p.add_argument("--no-dsa", action="store_true", help="train without DSA augmentation")
+    p.add_argument("--momentum", type=_fraction, default=0.0, help="SGD momentum (MTT: 0; DANCE: 0.9)")
+    p.add_argument("--weight-decay", type=_fraction, default=0.0, help="SGD weight decay (MTT: 0; DANCE: 5e-4)")
+    p.add_argument("--lr-steps", action="store_true", help="lr x0.1 after 2/3 and again after 5/6 of the epochs (DANCE)")
+    p.add_argument("--keep", choices=["all", "ends"], default="all",
+                   help="every epoch (MTT, dm-trained) or only the initial and final parameters (dm-dance)")  # fmt: skip
     p.add_argument("--seed", type=_int(0, MAX_SEED), default=0)
     p.add_argument("--device", type=_device, help="default: cuda when available (under torchrun: cuda:LOCAL_RANK)")
     p.add_argument("-o", "--output", type=Path, help="experts folder (default: experts/<dataset>)")
@@ -214,6 +231,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``haba-datasets`` with ``argv``; return the exit status (2: an input mistake, told in one line;
+    argparse's own usage errors exit with 2 from the parser)."""
     args = _parser().parse_args(argv)
     try:
         _check(args)
@@ -408,7 +427,9 @@ def _experts(args: argparse.Namespace) -> int:
     with _input_errors(out, "need "):  # what train_experts says of bad settings or a folder of other experts
         train_experts(out, dataset=args.dataset, data_root=args.data_root, experts=args.experts, epochs=args.epochs,
                       net=args.net, net_options=options, preprocessing=args.preprocessing, lr=args.lr,
-                      batch_size=args.batch_size, dsa=not args.no_dsa, seed=args.seed, device=args.device)  # fmt: skip
+                      batch_size=args.batch_size, dsa=not args.no_dsa, momentum=args.momentum,
+                      weight_decay=args.weight_decay, lr_steps=args.lr_steps, keep=args.keep, seed=args.seed,
+                      device=args.device)  # fmt: skip
     if os.environ.get("RANK", "0") == "0":  # torchrun: one line, not one per process
         print(f"wrote {out}")
     return 0

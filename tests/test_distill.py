@@ -394,7 +394,7 @@ def write_recipe(path, objective="dm"):
                              "haba": {"bases_per_class": 1, "hallucinators": 2, "lr_bases": 1.0, "lr_hallucinators": 0.01,
                                       "adversary_options": TINY_NET}},
         "objective": {"kind": objective, "dm": {"batch_real": 8, "net_options": TINY_NET},
-                      "dm-trained": {"batch_real": 8, "max_epoch": 2},
+                      "dm-trained": {"batch_real": 8, "max_epoch": 2}, "dm-dance": {"batch_real": 8},
                       "mtt": {"syn_steps": 3, "expert_epochs": 1, "max_start_epoch": 1, "lr_teacher": 0.01, "lr_lr": 1e-4}},
         "experts": {"count": 1, "epochs": 2, "net_options": TINY_NET, "batch_size": 16},
         "schedule": {"iterations": 100, "eval_every": 2, "eval_epochs": 3, "checkpoint_every": 2},
@@ -429,7 +429,7 @@ def test_load_recipe_profiles_overrides_and_errors(tmp_path):
         load_recipe(path, overrides={"reference.DM": 48.9})  # a percentage, not a fraction
 
 
-@pytest.mark.parametrize("objective", ["dm", "mtt", "dm-trained"])
+@pytest.mark.parametrize("objective", ["dm", "mtt", "dm-trained", "dm-dance"])
 def test_recipe_runs_end_to_end(tmp_path, objective):
     tiny_real(tmp_path / "colors")
     recipe = load_recipe(write_recipe(tmp_path / "r.yaml", objective), profile="cpu")

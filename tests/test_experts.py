@@ -205,8 +205,9 @@ def test_normalize_needs_no_tensor_file(real_folder, tmp_path):
 
 def test_cli_errors_exit_2(trained, real_folder, tmp_path, capsys):
     args = ["experts", "--dataset", str(real_folder), "--experts", "1", "--epochs", "3", "--batch-size", "16"]
-    assert main([*args, "--width", "0", "-o", str(tmp_path / "bad")]) == 2
-    assert "error: width must be a positive int" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main([*args, "--width", "0", "-o", str(tmp_path / "bad")])
+    assert exit_.value.code == 2 and "error: --width: must be from 1" in capsys.readouterr().err
     assert main([*args, "--width", "8", "--depth", "1", "--lr", "0.5", "-o", str(copy(trained, tmp_path))]) == 2
     assert "lr is 0.01 there, 0.5 here" in capsys.readouterr().err
 

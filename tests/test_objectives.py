@@ -185,3 +185,21 @@ def test_bad_options_are_refused(ends):
         objective(ends, distance="kl")
     with pytest.raises(ValueError, match="calibration >= 0"):
         objective(ends, calibration=-1.0)
+
+
+def test_the_experts_command_trains_dance_experts(ends, real_folder, tmp_path, capsys):
+    from haba_datasets.cli import main
+
+    args = ["experts", "--dataset", str(real_folder), "--experts", "2", "--epochs", "3", "--batch-size", "16",
+            "--width", "8", "--depth", "1", "--preprocessing", "normalize", "--momentum", "0.9", "--weight-decay", "5e-4",
+            "--lr-steps", "--keep", "ends"]  # fmt: skip
+    assert main([*args, "-o", str(tmp_path / "cli")]) == 0
+    for i in ends.ids:
+        assert torch.equal(load_file(tmp_path / "cli" / expert_file(i))["trajectory"],
+                           load_file(ends.folder / expert_file(i))["trajectory"])  # fmt: skip
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        main([*args[:-7], "--momentum", "1.5", "-o", str(tmp_path / "bad")])
+    assert exit_.value.code == 2 and capsys.readouterr().err.strip().splitlines() == [
+        "error: --momentum: takes a number in [0, 1), got 1.5 (see haba-datasets experts --help)"]
+    assert not (tmp_path / "bad").exists()
