@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
-from tqdm.auto import tqdm
 
 from .hub import HUB_CALL_ERRORS
 from .fileformat import write_file
+from .progress import progress_bar
 from .registry import Registry
 from .preprocessing import ZCA, Identity, Normalize, Preprocessing
 
@@ -40,16 +40,30 @@ class RealSpec:
     config: str | None = None
     folder: str | None = None  # its folder name under a local data root (default: the registry name)
     license: str = "unknown"  # as its Hub card states it; distilled data inherits it
+    classes: tuple[str, ...] = ()  # the label column's names, in order (known without a download)
+    image_shape: tuple[int, int, int] | None = None  # (channels, height, width)
 
 
+_DIGITS = tuple("0123456789")
+_CIFAR100 = tuple("""apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus butterfly
+    camel can castle caterpillar cattle chair chimpanzee clock cloud cockroach couch cra crocodile cup dinosaur dolphin
+    elephant flatfish forest fox girl hamster house kangaroo keyboard lamp lawn_mower leopard lion lizard lobster man
+    maple_tree motorcycle mountain mouse mushroom oak_tree orange orchid otter palm_tree pear pickup_truck pine_tree
+    plain plate poppy porcupine possum rabbit raccoon ray road rocket rose sea seal shark shrew skunk skyscraper snail
+    snake spider squirrel streetcar sunflower sweet_pepper table tank telephone television tiger tractor train trout
+    tulip turtle wardrobe whale willow_tree wolf woman worm""".split())  # as the Hub repo spells them ("cra")
 #: Registered real datasets. ``data_root / (spec.folder or name)`` is tried before the Hub.
 REAL_DATASETS: Registry = Registry("real dataset", {
-    "cifar10": RealSpec("uoft-cs/cifar10", "img", "label", "plain_text"),
-    "cifar100": RealSpec("uoft-cs/cifar100", "img", "fine_label"),
-    "fashion_mnist": RealSpec("zalando-datasets/fashion_mnist", "image", "label", license="mit"),
-    "mnist": RealSpec("ylecun/mnist", "image", "label", license="mit"),
-    "svhn": RealSpec("ufldl-stanford/svhn", "image", "label", "cropped_digits", license="other"),
-})
+    "cifar10": RealSpec("uoft-cs/cifar10", "img", "label", "plain_text", image_shape=(3, 32, 32), classes=(
+        "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")),
+    "cifar100": RealSpec("uoft-cs/cifar100", "img", "fine_label", classes=_CIFAR100, image_shape=(3, 32, 32)),
+    "fashion_mnist": RealSpec("zalando-datasets/fashion_mnist", "image", "label", license="mit", image_shape=(1, 28, 28),
+                              classes=("T - shirt / top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                                       "Sneaker", "Bag", "Ankle boot")),
+    "mnist": RealSpec("ylecun/mnist", "image", "label", license="mit", classes=_DIGITS, image_shape=(1, 28, 28)),
+    "svhn": RealSpec("ufldl-stanford/svhn", "image", "label", "cropped_digits", license="other", classes=_DIGITS,
+                     image_shape=(3, 32, 32)),
+})  # fmt: skip
 #: Fraction of each class's training images held out for validation (model selection).
 VAL_FRACTION = 0.1
 SPLIT_SEED = 0
@@ -137,8 +151,7 @@ def load_real(
         if not Path(source).is_dir():
             raise FileNotFoundError(f"{source!r}: without the datasets package only local folders can be read") from None
         classes, (train, test) = _parquet_folder(Path(source), spec)
-        train, val = _carve(train, len(classes), val_fraction)
-        return RealData(Path(name).name if spec is None else name, classes, train, val, test)
+        return _real_data(name, spec, source, classes, train, test, val_fraction)
     try:
         splits = datasets.load_dataset(source, spec.config if spec else None)
     except (*HUB_CALL_ERRORS, ValueError) as err:  # missing files or repo, bad config name, network: say what was tried
@@ -151,6 +164,17 @@ def load_real(
     classes = list(splits["train"].features[label_col].names)
     cache = Path(cache_dir or os.environ.get("HABA_DATASETS_CACHE") or Path.home() / ".cache" / "haba-datasets")
     train, test = (_decoded(splits[s], image_col, label_col, cache, f"{Path(name).name}-{s}") for s in ("train", "test"))
+    return _real_data(name, spec, source, classes, train, test, val_fraction)
+
+
+def _real_data(name: str, spec: RealSpec | None, source: str, classes: list[str], train: Split, test: Split,
+               val_fraction: float) -> RealData:  # fmt: skip
+    """The loaded splits, checked against what the registry says of a registered dataset."""
+    if spec is not None and spec.classes and tuple(classes) != spec.classes:
+        raise ValueError(f"{source}: class names {classes[:3]}... are not those registered for {name} "
+                         f"{list(spec.classes[:3])}...; is it a copy of {spec.hub_id}?")  # fmt: skip
+    if spec is not None and spec.image_shape and tuple(train.images.shape[1:]) != spec.image_shape:
+        raise ValueError(f"{source}: images of shape {tuple(train.images.shape[1:])}, {name} has {spec.image_shape}")
     train, val = _carve(train, len(classes), val_fraction)
     return RealData(Path(name).name if spec is None else name, classes, train, val, test)
 
@@ -179,7 +203,7 @@ def _decoded(split, image_col: str, label_col: str, cache: Path, stem: str, batc
         return Split(tensors["images"], tensors["labels"])
     chunks = []
     rows = split.select_columns([image_col]).with_format("numpy")
-    for start in tqdm(range(0, len(split), batch), desc=f"decoding {stem}", unit_scale=batch, leave=False):
+    for start in progress_bar(range(0, len(split), batch), desc=f"decoding {stem}", unit_scale=batch, leave=False):
         array = torch.from_numpy(rows[start:start + batch][image_col])
         chunks.append(array.unsqueeze(1) if array.dim() == 3 else array.permute(0, 3, 1, 2))
     images = torch.cat(chunks).contiguous()

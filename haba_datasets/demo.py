@@ -7,7 +7,6 @@ sinusoidal gratings (orientation and colour set by the class, random phase and n
 from __future__ import annotations
 
 import math
-import shutil
 from pathlib import Path
 
 import torch
@@ -23,6 +22,9 @@ from .preprocessing import Normalize
 __all__ = ["run_demo", "toy_images"]
 
 TOY_CLASSES = [f"grating-{i}" for i in range(10)]
+#: What the demo writes into its folder; the marker tells a later demo the folder is its own.
+DEMO_MARKER = ".haba-demo"
+DEMO_OUTPUTS = (DEMO_MARKER, "toy-ipc2", "toy-ipc2-grid.png", "toy-ipc2-corrupted")
 
 
 def toy_images(n_per_class: int, *, size: int = 32, noise: float = 0.15, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -41,9 +43,11 @@ def toy_images(n_per_class: int, *, size: int = 32, noise: float = 0.15, seed: i
 
 
 def run_demo(out: Path, *, epochs: int = 30, seed: int = 0) -> dict:
-    """Run the tour, writing into ``out``; returns the measured numbers."""
-    torch.manual_seed(seed)
+    """Run the tour, writing into ``out`` (new, empty or an earlier demo's; anything else raises
+    ``FileExistsError``); returns the measured numbers."""
     out = Path(out)
+    _claim(out)
+    torch.manual_seed(seed)
     real, real_labels = toy_images(100, seed=seed)
     test, test_labels = toy_images(100, seed=seed + 1)
     norm = Normalize(real.mean((0, 2, 3)).tolist(), real.std((0, 2, 3)).tolist())
@@ -70,9 +74,7 @@ def run_demo(out: Path, *, epochs: int = 30, seed: int = 0) -> dict:
     acc = accuracy(model, DataLoader(test_set, batch_size=256), "cpu")
     print(f"ConvNet trained {epochs} epochs on {len(loaded)} synthesised images: toy test accuracy {acc:.1%} (chance 10%)")
 
-    broken = out / "toy-ipc2-corrupted"
-    shutil.rmtree(broken, ignore_errors=True)
-    shutil.copytree(folder, broken)
+    broken = dataset.save_pretrained(out / "toy-ipc2-corrupted")
     with open(broken / "factors.safetensors", "r+b") as f:
         f.seek(-16, 2)
         f.write(b"\xff" * 16)
@@ -82,3 +84,14 @@ def run_demo(out: Path, *, epochs: int = 30, seed: int = 0) -> dict:
     except FormatError as err:
         print(f"corrupted copy rejected: {err}")
     return {"test_accuracy": acc, "images": len(loaded), "storage_ratio": loaded.storage.ratio}
+
+
+def _claim(out: Path) -> None:
+    """Refuse a folder holding anything but an earlier demo's output; mark it as the demo's."""
+    if out.is_dir() and any(out.iterdir()):
+        names = {p.name for p in out.iterdir()}
+        if DEMO_MARKER not in names or names - set(DEMO_OUTPUTS):
+            raise FileExistsError(f"{out}: not empty and not an earlier demo's output; the demo writes only into a new "
+                                  "or empty folder (choose one with -o)")  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    (out / DEMO_MARKER).write_text("written by `haba-datasets demo`, which may replace this folder's files\n")

@@ -20,13 +20,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
-from tqdm.auto import tqdm
 
 from .augment import DSA
 from .data import RealData, Split
 from .fileformat import write_file
 from .nets import create_net
 from .preprocessing import Preprocessing
+from .progress import progress_bar
 from .viz import new_figure, save_png
 
 __all__ = [
@@ -253,7 +253,7 @@ def train_and_test(
     draws = torch.Generator(device=device).manual_seed(seed)
     checks = {round(i * protocol.epochs / protocol.curve_points) - 1 for i in range(1, protocol.curve_points + 1)}
     curve, val_acc = [], None
-    bar = tqdm(range(protocol.epochs), desc=f"{model} seed {seed}", disable=None if progress else True, leave=False)
+    bar = progress_bar(range(protocol.epochs), desc=f"{model} seed {seed}", enabled=progress, leave=False)
     for epoch in bar:
         for group in optimizer.param_groups:
             group["lr"] = protocol.lr_at(epoch)
@@ -289,7 +289,7 @@ def evaluate(
     ``label_kind``), so soft-label results are never read as hard-label ones."""
     start = time.perf_counter()
     results = []
-    for run in tqdm(range(runs), desc="runs", disable=None if progress else True):
+    for run in progress_bar(range(runs), desc="runs", enabled=progress):
         results.append(train_and_test(train, test, num_classes=num_classes, model=model, protocol=protocol,
                                       val=val, seed=seed + run, device=device, progress=progress))  # fmt: skip
     # CPU results are bit-identical across processes only for the same torch build and thread count

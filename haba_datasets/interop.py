@@ -38,13 +38,15 @@ import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_bytes
 
-from .data import RealData, Split, load_real
+from .data import REAL_DATASETS, RealData, Split, load_real
 from .factorized import FactorizedDataset
 from .fileformat import SOFT_LABEL_TOLERANCE, FormatError, read_json, write_file
 from .hallucinators import create_hallucinators
-from .preprocessing import Preprocessing
+from .preprocessing import Identity, Preprocessing
 from .registry import Registry
 from .viz import to_pil
+
+__all__ = ["EXPORT_MANIFEST", "LAYOUTS", "export_dataset", "import_dataset"]
 
 #: Import layouts: name -> reader of the named files into (bases, labels or None, bank or None, lr or None).
 LAYOUTS = Registry("import layout")
@@ -64,7 +66,9 @@ def import_dataset(layout: str, files: list[str | Path], *, dataset: str, prepro
     Args:
         layout: one of :data:`LAYOUTS` (see the module docstring for each one's files).
         files: the files, in the layout's order.
-        dataset: the real dataset the data was distilled from (classes, image shape, preprocessing).
+        dataset: the real dataset the data was distilled from (classes, image shape, preprocessing);
+            a registered name (``cifar10``, ...) with ``"identity"`` is not loaded: the registry
+            knows its classes and image shape.
         preprocessing: the space the images live in: ``"identity"`` (pixels in [0, 1]),
             ``"normalize"`` or ``"zca"`` (``eps``), fitted on the real training split (validation
             rows included, as those codes fit on the whole training set).
@@ -82,27 +86,32 @@ def import_dataset(layout: str, files: list[str | Path], *, dataset: str, prepro
     for f in files:
         if not Path(f).is_file():
             raise ValueError(f"{f}: no such file")
-    real = load_real(dataset, data_root=data_root)
-    bases, labels, bank, stored_lr = reader([Path(f) for f in files], len(real.classes))
+    spec = REAL_DATASETS.get(dataset)
+    if preprocessing == "identity" and spec is not None and spec.classes:  # nothing to fit: no download
+        real, classes, image_shape = None, list(spec.classes), spec.image_shape
+    else:
+        real = load_real(dataset, data_root=data_root)
+        classes, image_shape = real.classes, real.image_shape
+    bases, labels, bank, stored_lr = reader([Path(f) for f in files], len(classes))
     soft, soft_from = None, None
     if labels is None:
-        labels = _class_major(bases.shape[0], len(real.classes))
+        labels = _class_major(bases.shape[0], len(classes))
     elif labels.is_floating_point():
         soft, soft_from = _probabilities(labels)
         labels = soft.argmax(1)
     shape = tuple(bank.image_shape) if bank is not None else tuple(bases.shape[1:])
-    if shape != tuple(real.image_shape):
-        raise ValueError(f"the files hold {shape} images, {dataset} has {tuple(real.image_shape)}")
+    if shape != tuple(image_shape):
+        raise ValueError(f"the files hold {shape} images, {dataset} has {tuple(image_shape)}")
     if bank is None:
         bank = create_hallucinators("identity", 1, shape, shape, device="cpu")
     if lr is not None and stored_lr is not None and not math.isclose(lr, stored_lr):
         raise ValueError(f"lr {lr} given, but the files hold {stored_lr}")
-    prep = _fit(real, preprocessing, eps)
+    prep = Identity() if real is None else _fit(real, preprocessing, eps)
     provenance = {"name": f"{dataset}-{layout}-import", "dataset": dataset,
                   "imported": {"layout": layout, "files": [Path(f).name for f in files], "preprocessing": preprocessing}}  # fmt: skip
     if soft_from is not None:
         provenance["imported"]["soft_labels"] = soft_from
-    return FactorizedDataset(bases, labels, bank, real.classes, preprocessing=prep, device="cpu",
+    return FactorizedDataset(bases, labels, bank, classes, preprocessing=prep, device="cpu",
                              learned_lr=lr if lr is not None else stored_lr, provenance=provenance, soft_labels=soft)  # fmt: skip
 
 
