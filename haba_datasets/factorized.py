@@ -346,8 +346,10 @@ class FactorizedDataset(VisionDataset):
         files in ``folder`` are kept. An interrupted save is completed or rolled back by the next
         save or load, so the folder never holds a mix of two datasets.
 
-        With ``push_to_hub=True`` it is then published to ``repo_id`` by :meth:`push_to_hub`
-        (``push_kwargs`` are passed on).
+        The folder is what :meth:`from_pretrained` reads, not a complete Hub repo: it lacks the
+        parquet copy and the card's ``datasets`` loading metadata, so an upload of it by hand is
+        not readable by ``datasets.load_dataset``. Publish it with :meth:`push_to_hub` (here:
+        ``push_to_hub=True``, ``push_kwargs`` passed on) or ``haba-datasets push FOLDER user/name``.
         """
         if push_to_hub and repo_id is None:
             raise ValueError("push_to_hub=True needs repo_id='user/name'")
@@ -419,8 +421,10 @@ class FactorizedDataset(VisionDataset):
         bundled with the package unless ``revision`` or ``force_download`` asks for its Hub repo;
         a Hub dataset repo id (``"user/name"``). Hub files go through ``huggingface_hub``'s cache
         (``HF_HOME``, ``HF_HUB_OFFLINE`` and ``HF_ENDPOINT`` apply; ``revision``, ``cache_dir``,
-        ``force_download``, ``local_files_only`` and ``token`` are passed on); only the config and
-        the factors are downloaded, the preprocessing tensors (ZCA) when first used.
+        ``force_download``, ``local_files_only`` and ``token`` are passed on). Every file the
+        dataset needs (config, factors, preprocessing tensors) is downloaded before this returns,
+        so the dataset then works offline; the card, preview and parquet copy are not downloaded.
+        With no connection to the Hub at all, the cache is served (or the error comes at once).
         ``soft_labels=False`` trains on the bases' classes even when the dataset has soft labels.
 
         Everything is validated before tensors are built. A file that fails raises
@@ -438,6 +442,7 @@ class FactorizedDataset(VisionDataset):
             except OSError as err:
                 raise fileformat.FormatError(f"{source.folder}: an interrupted save could not be completed ({err})") from err
         config = source.read(fileformat.CONFIG, fileformat.read_config)
+        source.fetch(config["files"])  # everything the dataset needs, now: it then works offline
         tensors = source.read(fileformat.FACTORS, lambda folder: fileformat.read_factors(folder, config))
         bank = fileformat.hallucinators_for(config)
         prefix = "hallucinators."

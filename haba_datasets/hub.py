@@ -24,7 +24,6 @@ from huggingface_hub import (
     get_hf_file_metadata,
     hf_hub_download,
     hf_hub_url,
-    try_to_load_from_cache,
 )
 from huggingface_hub.errors import (
     EntryNotFoundError,
@@ -94,12 +93,17 @@ class Source:
     def is_local(self) -> bool:
         return self.download is None
 
+    def fetch(self, filenames) -> None:
+        """Download every one of ``filenames`` not fetched yet (nothing for a local folder)."""
+        for filename in filenames:
+            if not self.is_local and filename not in self.present:
+                self.download(filename, False)
+                self.present.add(filename)
+
     def read(self, filename: str, reader: Callable[[Path], T]) -> T:
         """``reader(folder)`` once ``filename`` is present. A Hub file that fails validation is
         downloaded again once (it may be a corrupted cache entry) before the error is raised."""
-        if not self.is_local and filename not in self.present:
-            self.download(filename, False)
-            self.present.add(filename)
+        self.fetch([filename])
         try:
             return reader(self.folder)
         except FormatError as err:
@@ -138,14 +142,15 @@ def resolve(name_or_path: str | Path, *, revision: str | None, cache_dir: str | 
         raise HubError(f"{shown} is not a local folder, a zoo name or a Hub dataset repo id 'user/name'{hint}")
     where = f"Hub dataset repo {repo_id!r} at revision {revision or 'main'!r} on {constants.ENDPOINT}"
     tried = f"tried local folder {name!r} (not found), then {where}"
+    offline = _offline(local_files_only) or _unreachable(repo_id, revision, token)
+    if offline is not None and force_download:
+        raise HubError(f"could not load {name!r}: {tried}: force_download=True needs the Hub, but {offline}")
     kwargs = {"repo_id": repo_id, "repo_type": REPO_TYPE, "cache_dir": cache_dir, "token": token,
-              "local_files_only": local_files_only}  # fmt: skip
+              "local_files_only": offline is not None}  # fmt: skip
     try:
-        if not (local_files_only or constants.HF_HUB_OFFLINE or force_download):
-            _fail_fast_without_connection(repo_id, revision, cache_dir, token)
-        config = Path(hf_hub_download(filename="config.json", revision=revision, force_download=force_download, **kwargs))
+        config = Path(hf_hub_download(filename=CONFIG, revision=revision, force_download=force_download, **kwargs))
     except HUB_CALL_ERRORS as err:
-        raise HubError(f"could not load {name!r}: {tried}: {_reason(err, 'config.json')}") from err
+        raise HubError(f"could not load {name!r}: {tried}: {_reason(err, CONFIG, offline)}") from err
     commit = config.parent.name  # the cache keeps each commit's files in snapshots/<commit>/
     description = f"{where}, commit {commit[:10]}"
 
@@ -153,10 +158,9 @@ def resolve(name_or_path: str | Path, *, revision: str | None, cache_dir: str | 
         try:
             hf_hub_download(filename=filename, revision=commit, force_download=force or force_download, **kwargs)
         except HUB_CALL_ERRORS as err:
-            raise HubError(f"could not fetch {filename} from {description}: {_reason(err, filename)}") from err
+            raise HubError(f"could not fetch {filename} from {description}: {_reason(err, filename, offline)}") from err
 
-    offline = local_files_only or constants.HF_HUB_OFFLINE
-    return Source(config.parent, description, download, can_refetch=not offline, present={"config.json"})
+    return Source(config.parent, description, download, can_refetch=offline is None, present={CONFIG})
 
 
 def push_files(files: dict[str, bytes], repo_id: str, *, owned: Callable[[str], bool], private: bool | None,
@@ -204,23 +208,29 @@ def push_files(files: dict[str, bytes], repo_id: str, *, owned: Callable[[str], 
         return CommitInfo(commit_url=url, commit_message=message, commit_description="", oid=landed)
 
 
-def _fail_fast_without_connection(repo_id: str, revision: str | None, cache_dir, token) -> None:
-    """Raise at once when nothing is cached and the Hub cannot even be connected to.
+def _offline(local_files_only: bool) -> str | None:
+    """Why the Hub must not be asked (offline mode), with how to allow it; None when it may be."""
+    if local_files_only:
+        return "local_files_only=True forbids asking the Hub (leave it out to download)"
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE=1 forbids asking the Hub (unset it to download, or load the dataset once online first)"
+    return None
 
-    ``hf_hub_download`` backs off for about 23 s before giving up on a file it has no cached copy
-    of, which is right for a flaky network and wrong for a refused connection or no network at all;
-    one HEAD request without retries tells them apart. Anything else is left to ``hf_hub_download``.
+
+def _unreachable(repo_id: str, revision: str | None, token) -> str | None:
+    """Why the Hub cannot be connected to at all (refused, no network), or None.
+
+    ``hf_hub_download`` backs off for about 23 s before giving up on a connection, which is right
+    for a flaky network and wrong for a refused connection or no network at all; one HEAD request
+    without retries tells them apart. Anything else is left to ``hf_hub_download``.
     """
-    if isinstance(try_to_load_from_cache(repo_id, "config.json", cache_dir=cache_dir, revision=revision,
-                                         repo_type=REPO_TYPE), str):  # fmt: skip
-        return
     try:
-        get_hf_file_metadata(hf_hub_url(repo_id, "config.json", repo_type=REPO_TYPE, revision=revision), token=token)
+        get_hf_file_metadata(hf_hub_url(repo_id, CONFIG, repo_type=REPO_TYPE, revision=revision), token=token)
     except _CONNECT_ERRORS as err:
-        raise HubError(f"no connection to {constants.ENDPOINT} ({err}) and config.json is not in the local "
-                       "cache; check the network (or HF_ENDPOINT), or load a folder or a zoo name") from err  # fmt: skip
+        return f"there is no connection to {constants.ENDPOINT} ({err}); check the network (or HF_ENDPOINT)"
     except HUB_CALL_ERRORS:
         pass  # an answer, or a flaky connection: hf_hub_download retries and reports it
+    return None
 
 
 def _landed(api: HfApi, repo_id: str, revision: str | None, parent: str, config: bytes | None) -> tuple[str | None, str]:
@@ -257,13 +267,12 @@ def _is_repo_id(name: str) -> bool:
     return name.count("/") == 1
 
 
-def _reason(err: BaseException, filename: str = "the file") -> str:
-    """One line on why a Hub call failed, with the likely fix."""
+def _reason(err: BaseException, filename: str = "the file", offline: str | None = None) -> str:
+    """One line on why a Hub call failed, with the likely fix (``offline``: why the Hub was not asked)."""
     if isinstance(err, (LocalEntryNotFoundError, OfflineModeIsEnabled)):
         if isinstance(err.__cause__, HfHubHTTPError):  # the Hub answered with an error
             return f"{filename} is not in the local cache, and the Hub failed: {_reason(err.__cause__, filename)}"
-        return (f"{filename} is not in the local cache, and the Hub was not asked (HF_HUB_OFFLINE=1 or "
-                "local_files_only=True) or could not be reached")  # fmt: skip
+        return f"{filename} is not in the local cache, and {offline or 'the Hub could not be reached'}"
     if isinstance(err, GatedRepoError):
         return "the repo is gated: accept its conditions on the Hub and pass a token"
     if isinstance(err, RepositoryNotFoundError):

@@ -45,7 +45,7 @@ def pushed(hub):
     return dataset
 
 
-def test_push_then_load_round_trips_and_fetches_only_what_training_needs(hub, pushed):
+def test_push_then_load_round_trips_and_fetches_what_training_needs_up_front(hub, pushed):
     assert sorted(hub.files(REPO)) == [
         ".gitattributes", "README.md", "config.json", "data/train-00000-of-00001.parquet",
         "factors.safetensors", "preprocessing.safetensors", "preview.png",
@@ -54,10 +54,11 @@ def test_push_then_load_round_trips_and_fetches_only_what_training_needs(hub, pu
     assert len(commits) == 1  # everything in one commit
     loaded = _load()
     _same(loaded, pushed)
-    assert _downloads(hub) == ["config.json", "factors.safetensors"]  # no card, preview, parquet or ZCA yet
-    for name, t in pushed.preprocessing.tensors().items():  # the ZCA is fetched on first use
+    fetched = _downloads(hub)  # the ZCA too (it works offline from now on), no card, preview or parquet
+    assert fetched[0] == "config.json" and sorted(fetched[1:]) == ["factors.safetensors", "preprocessing.safetensors"]
+    for name, t in pushed.preprocessing.tensors().items():
         assert torch.equal(loaded.preprocessing.tensors()[name], t)
-    assert _downloads(hub)[-1] == "preprocessing.safetensors"
+    assert _downloads(hub) == fetched
     assert loaded.root.startswith(str(constants.HF_HUB_CACHE))
 
 
@@ -354,3 +355,14 @@ def test_a_recipe_distils_and_publishes_and_a_failed_push_is_retried_alone(hub, 
     assert main(["distill", str(recipe), "--profile", "cpu", "-o", str(tmp_path / "again"), "--push", "alice/second"]) == 0
     second = _load("alice/second")  # the same recipe and seed, pushed at the end of the run
     assert torch.equal(second.bases, made.bases) and second.provenance["metrics"] == made.provenance["metrics"]
+
+
+def test_a_saved_folder_published_by_push_is_a_repo_datasets_reads(hub, saved, cli):
+    assert sorted(p.name for p in saved.iterdir()) == ["README.md", "config.json", "factors.safetensors",
+                                                       "preprocessing.safetensors"]  # what from_pretrained reads
+    assert cli("push", saved, REPO, "--token", TOKEN)[0] == 0  # adds the parquet copy and its loading metadata
+    import datasets
+
+    rows = datasets.load_dataset(REPO, split="train")
+    images, labels = FactorizedDataset.from_pretrained(saved, device="cpu").materialize().tensors
+    assert rows["label"] == labels.tolist() and rows.features["label"].names == CLASSES
