@@ -3,7 +3,8 @@
     python recipes/keep_results.py SOURCE DEST
 
 A distillation run (SOURCE/summary.json) keeps its summary, the validation records of its log
-(``validation.jsonl``) and its final evaluation's report; an evaluation (SOURCE/report.json, also a
+(``validation.jsonl``), the mean of each loss term between validation points (``losses.jsonl``)
+and its final evaluation's report; an evaluation (SOURCE/report.json, also a
 cross-architecture one) keeps its report. Reports keep each training run's curve points (the epochs
 with a validation accuracy, and the last), not every epoch: a chart can be redrawn from them.
 """
@@ -34,11 +35,30 @@ def validation_records(log: Path) -> str:
     return "".join(line + "\n" for line in log.read_text().splitlines() if '"val_accuracy"' in line)
 
 
+def loss_records(log: Path) -> str:
+    """One line per stretch of iterations ending at a validation point: the mean of each loss term."""
+    lines, terms, first = [], {}, None
+    for line in log.read_text().splitlines():
+        record = json.loads(line)
+        if record["iteration"] == 0:
+            continue
+        first = first or record["iteration"]
+        for key, value in record.items():
+            if key not in ("iteration", "val_accuracy") and isinstance(value, (int, float)):
+                terms.setdefault(key, []).append(value)
+        if "val_accuracy" in record:
+            means = {key: round(sum(v) / len(v), 6) for key, v in terms.items()}
+            lines.append(json.dumps({"iterations": [first, record["iteration"]], **means}) + "\n")
+            terms, first = {}, None
+    return "".join(lines)
+
+
 def keep(source: Path, dest: Path) -> None:
     if (source / "summary.json").is_file():
         dest.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source / "summary.json", dest / "summary.json")
         (dest / "validation.jsonl").write_text(validation_records(source / "log.jsonl"))
+        (dest / "losses.jsonl").write_text(loss_records(source / "log.jsonl"))
         if (source / "evaluation" / "report.json").is_file():
             keep_report(source / "evaluation" / "report.json", dest / "evaluation" / "report.json")
     elif (source / "report.json").is_file():

@@ -84,8 +84,10 @@ def test_keep_results_keeps_a_runs_summary_validation_records_and_curve_points(t
     subprocess.run([sys.executable, str(ROOT / "recipes" / "keep_results.py"), str(run), str(tmp_path / "kept")], check=True)
     kept = tmp_path / "kept"
     assert sorted(p.relative_to(kept).as_posix() for p in kept.rglob("*") if p.is_file()) == [
-        "evaluation/report.json", "summary.json", "validation.jsonl"]
+        "evaluation/report.json", "losses.jsonl", "summary.json", "validation.jsonl"]
     assert [json.loads(line)["iteration"] for line in (kept / "validation.jsonl").read_text().splitlines()] == [0, 2]
+    assert [json.loads(line) for line in (kept / "losses.jsonl").read_text().splitlines()] == [
+        {"iterations": [1, 2], "loss": 0.75}]  # the mean of each loss term up to each validation point
     thinned = json.loads((kept / "evaluation" / "report.json").read_text())
     assert [p["epoch"] for p in thinned["runs"][0]["curve"]] == [2, 4]  # the validation point and the last epoch
     assert thinned["test_accuracy"] == report["test_accuracy"]

@@ -40,6 +40,7 @@ from ..evaluate import as_dataset, train_epoch
 from ..fileformat import FormatError
 from ..nets import create_net, list_nets
 from ..preprocessing import Preprocessing, list_preprocessings, preprocessing_class
+from ..progress import progress_bar
 from . import distributed
 
 __all__ = ["Experts", "train_experts"]
@@ -270,8 +271,8 @@ def _train_expert(out: Path, i: int, config: dict, images: Tensor, labels: Tenso
             optimizer.state[p]["momentum_buffer"] = b.clone()
     augment = DSA() if config["dsa"] else None
     done = ""
-    bar = tqdm(desc=f"expert {i}", initial=len(rows) - 1, total=epochs, unit="epoch", leave=False,
-               disable=True if not progress or rank else None)  # fmt: skip
+    bar = progress_bar(desc=f"expert {i}", initial=len(rows) - 1, total=epochs, unit="epoch", leave=False,
+                       enabled=progress and not rank)  # fmt: skip
     for epoch in range(len(rows), epochs + 1):
         for group in optimizer.param_groups:
             group["lr"] = epoch_lr(config, epoch)

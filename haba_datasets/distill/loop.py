@@ -21,13 +21,13 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_bytes
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
 from .. import fileformat
 from ..augment import DSA
 from ..evaluate import Protocol, train_and_test
 from ..factorized import FactorizedDataset
 from ..preprocessing import Preprocessing
+from ..progress import progress_bar
 from ..viz import new_figure, save_png
 from . import distributed
 from .objectives import Objective
@@ -132,8 +132,7 @@ def distill(
 
     if state["iteration"] == 0 and schedule.eval_every and writer:
         _append(out / LOG, state, {"iteration": 0, "val_accuracy": validate(0)})
-    bar = tqdm(total=schedule.iterations, initial=state["iteration"], desc="distill",
-               disable=None if progress and writer else True)  # None: tqdm's own rules (TQDM_DISABLE, not a terminal)
+    bar = progress_bar(total=schedule.iterations, initial=state["iteration"], desc="distill", enabled=progress and writer)
     started = time.perf_counter() - state["seconds"]
     for iteration in range(state["iteration"] + 1, schedule.iterations + 1):
         try:
