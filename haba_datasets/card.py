@@ -8,8 +8,8 @@ import yaml
 from huggingface_hub import DatasetCard, DatasetCardData
 
 from .data import REAL_DATASETS
-from .hub import ZOO
 from .fileformat import PREVIEW
+from .zoo import zoo_name
 
 __all__ = ["dataset_card"]
 
@@ -76,7 +76,7 @@ def dataset_card(config: dict, storage, repo_id: str | None = None, export: dict
         "from torch.utils.data import DataLoader",
         "from haba_datasets import FactorizedDataset",
         "",
-        f"dataset = FactorizedDataset.from_pretrained({json.dumps(repo_id or _zoo_name(prov) or 'path/to/this/folder')})",
+        f"dataset = FactorizedDataset.from_pretrained({json.dumps(repo_id or zoo_name(prov) or 'path/to/this/folder')})",
         "loader = DataLoader(dataset, batch_size=256, shuffle=True)  # (image, label) batches",
         "test_transform = dataset.real_transform  # real images -> this dataset's model space",
         "```",
@@ -136,12 +136,6 @@ def _size_category(n: int) -> str:
         if n < limit:
             return bucket
     return "n>1M"
-
-
-def _zoo_name(prov: dict) -> str | None:
-    """The zoo name a dataset is published under (its card then shows the short name)."""
-    name = prov.get("name")
-    return name if isinstance(name, str) and name in ZOO else None
 
 
 def _provenance(prov: dict) -> list[str]:

@@ -38,6 +38,7 @@ MAX_SCALE = 32
 MAX_BASES_SHOWN = 1000
 MAX_LR = 1e4
 MAX_SEED = 2**63 - 1
+MAX_ZCA_RANK = 1_000_000
 #: OS errors about the user's paths: reported as one line, like the library's typed errors.
 PATH_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, FileExistsError)
 
@@ -224,10 +225,47 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="a factorized dataset (folder, Hub repo id or zoo name)")
     p.add_argument("--to", required=True, choices=["tensors", "image-folder"])
     p.add_argument("-o", "--output", type=Path, required=True)
+    _zoo_parsers(sub)
+    p = sub.add_parser("keep-state", help="copy what an unfinished distillation run needs to continue elsewhere "
+                                          "(checkpoint, log, selected dataset without its preprocessing)")  # fmt: skip
+    p.add_argument("run", type=Path, help="a `distill` run folder")
+    p.add_argument("state", type=Path, help="folder to keep it in (an older state there is replaced)")
+    p = sub.add_parser("restore-state", help="write a kept state into a new run folder, to continue with `distill --resume`")
+    p.add_argument("state", type=Path, help="a `keep-state` folder")
+    p.add_argument("run", type=Path, help="the new run folder")
+    p.add_argument("--experts-dir", type=Path, help="MTT: the preprocessing of these experts (default: fitted again on "
+                                                    "the real data, as the run fitted it: DM)")  # fmt: skip
+    p.add_argument("--data-root", type=Path, help="local copies of real datasets (default: $HABA_DATA_ROOT)")
     p = sub.add_parser("demo", help="tour on a toy task: build, save, load, train, draw, reject a corrupted copy")
     p.add_argument("-o", "--output", type=Path, default=Path("demo-output"))
     p.add_argument("--epochs", type=_int(1, MAX_EPOCHS), default=30)
     return parser
+
+
+def _zoo_parsers(sub) -> None:
+    """``zoo list``, ``zoo bundle``, ``zoo record`` and ``zoo record-cross`` (see haba_datasets.zoo)."""
+    from .zoo import list_zoo
+
+    zoo = sub.add_parser("zoo", help="the zoo: list its entries; bundle a run into it, record a measurement on a card")
+    commands = zoo.add_subparsers(dest="zoo_command", required=True)
+    commands.add_parser("list", help="each entry: recipe, profile, experts, run and results folders, test accuracy "
+                                     "(tab-separated)")  # fmt: skip
+    p = commands.add_parser("bundle", help="copy a run's dataset into haba_datasets/zoo/NAME (ZCA truncated)")
+    p.add_argument("name", choices=list_zoo())
+    p.add_argument("run", type=Path, help="a `haba-datasets distill` output folder")
+    p.add_argument("--runs", type=_int(1, MAX_RUNS), help="runs the card will be measured with (default: the card's)")
+    p.add_argument("--epochs", type=_int(1, MAX_EPOCHS), help="epochs the card will be measured with (default: the card's)")
+    p.add_argument("--zca-rank", type=_int(1, MAX_ZCA_RANK), default=512, help="eigenvectors of the ZCA kept")
+    p.add_argument("--normalize", action=argparse.BooleanOptionalAction,
+                   help="turn the hallucinators' `normalize` option on (each image at its basis's mean and std; "
+                        "default: as the bundled entry has it)")  # fmt: skip
+    p = commands.add_parser("record", help="write an evaluation's test accuracy on NAME's card")
+    p.add_argument("name", choices=list_zoo())
+    p.add_argument("report", type=Path, help="report.json of `haba-datasets evaluate NAME`")
+    p = commands.add_parser("record-cross", help="put a cross-architecture table on NAME's card")
+    p.add_argument("name", choices=list_zoo())
+    p.add_argument("report", type=Path, help="report.json of `haba-datasets evaluate NAME --models ...`")
+    p.add_argument("--command", dest="command_line", required=True, help="the evaluate command that wrote the report")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -357,11 +395,57 @@ def _run(args: argparse.Namespace) -> int:
         with _input_errors("", where=args.output):  # what the export says of the folder
             paths = export_dataset(dataset, args.to, args.output)
         print(f"wrote {len(paths)} files under {args.output}")
+    elif args.command == "zoo":
+        _zoo(args)
+    elif args.command == "keep-state":
+        from .distill.state import keep_state
+
+        keep_state(args.run, args.state)
+        print(f"wrote {args.state}")
+    elif args.command == "restore-state":
+        _restore_state(args)
     elif args.command == "demo":
         from .demo import run_demo
 
         run_demo(args.output, epochs=args.epochs)
     return 0
+
+
+def _zoo(args: argparse.Namespace) -> None:
+    from .zoo import list_zoo, zoo_entry
+    from .zoo.bundling import bundle, record, record_cross
+
+    if args.zoo_command == "list":
+        print("\t".join(("# name", "recipe", "profile", "experts", "run", "results", "test accuracy %")))
+        for entry in map(zoo_entry, list_zoo()):
+            m = entry.metrics
+            accuracy = f"{100 * m['test_accuracy']:.2f} +- {100 * m['test_accuracy_std']:.2f} ({m['runs']} x {m['epochs']})"
+            print("\t".join((entry.name, entry.recipe, entry.profile, entry.experts or "-", entry.run, entry.results, accuracy)))
+        return
+    if args.zoo_command == "bundle":
+        entry = zoo_entry(args.name)  # what an option left out takes from the bundled entry
+        runs = args.runs if args.runs is not None else entry.protocol[0]
+        epochs = args.epochs if args.epochs is not None else entry.protocol[1]
+        normalize = args.normalize if args.normalize is not None else entry.normalize
+        with _input_errors(args.run):  # a run of another entry
+            path = bundle(args.name, args.run, runs=runs, epochs=epochs, zca_rank=args.zca_rank, normalize=normalize)
+    else:
+        with _input_errors(args.report):  # a report of another dataset or protocol
+            path = record(args.name, args.report) if args.zoo_command == "record" else \
+                record_cross(args.name, args.report, args.command_line)  # fmt: skip
+    print(f"wrote {path}")
+
+
+def _restore_state(args: argparse.Namespace) -> None:
+    from .distill.experts import Experts
+    from .distill.state import refit_preprocessing, restore_state
+
+    with _input_errors(args.state):  # a checkpoint that does not record what to fit
+        preprocessing = Experts.open(args.experts_dir).preprocessing if args.experts_dir else \
+            refit_preprocessing(args.state, args.data_root)  # fmt: skip
+    with _input_errors(args.run):  # a folder that exists
+        restore_state(args.state, args.run, preprocessing)
+    print(f"wrote {args.run}")
 
 
 def _import(args: argparse.Namespace) -> None:

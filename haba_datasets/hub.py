@@ -39,19 +39,13 @@ from huggingface_hub.utils import validate_repo_id
 
 from .errors import HabaError
 from .fileformat import CONFIG, FormatError
-from .registry import Registry
+from .zoo import ZOO, ZOO_DIR  # the zoo names and their bundled copies
 
-__all__ = ["ZOO", "ZOO_DIR", "HubError", "Source", "resolve"]
+__all__ = ["HubError", "Source", "resolve"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-#: Short zoo names -> the project's Hub dataset repos. Each is made by ``recipes/<name>.yaml`` and
-#: bundled in ``ZOO_DIR`` (its card states the recipe, budget and measured accuracy).
-ZOO = Registry("zoo dataset", {name: f"haba-datasets/{name}" for name in (
-    "cifar10-ipc1", "cifar10-ipc10", "cifar10-ipc50", "fashion_mnist-ipc1", "fashion_mnist-ipc10")})  # fmt: skip
-#: Copies of zoo datasets shipped inside the package (``ZOO_DIR / name``): what a zoo name loads.
-ZOO_DIR = Path(__file__).parent / "zoo"
 REPO_TYPE = "dataset"
 
 

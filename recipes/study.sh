@@ -202,12 +202,12 @@ restore() {  # run, experts folder: a run missing here but kept (RUN:keep) is wr
     [[ -d runs/study/$1 || ! -d $state ]] && return
     local source=(--experts-dir "runs/experts/$2")  # MTT: the experts' ZCA; DM: the ZCA fitted again
     [[ $2 != - ]] || source=(--data-root "$HABA_DATA_ROOT")
-    python recipes/run_state.py restore "$state" "runs/study/$1" "${source[@]}"
+    haba-datasets restore-state "$state" "runs/study/$1" "${source[@]}"
 }
 for name in "${@:-${order[@]}}"; do
-    if [[ $name == *:keep ]]; then  # RUN:keep commits what RUN needs to continue elsewhere (recipes/run_state.py)
+    if [[ $name == *:keep ]]; then  # RUN:keep commits what RUN needs to continue elsewhere (haba-datasets keep-state)
         name=${name%:keep}
-        python recipes/run_state.py keep "runs/study/$name" "$results/$name/state"
+        haba-datasets keep-state "runs/study/$name" "$results/$name/state"
         continue
     fi
     if [[ $name == *:seeds ]]; then  # RUN:seeds confirms RUN's selected dataset with the card's protocol (3 x 500)

@@ -1,4 +1,4 @@
-"""The generated tables of README.md and docs/results.md, remade from the recorded JSON.
+"""The generated tables of README.md, docs/results.md and recipes/README.md, remade from the recorded JSON.
 
     python recipes/tables.py                 # rewrite every generated table in place
     python recipes/tables.py --check [FILE]  # exit 1, naming each table that differs from its command's output
@@ -17,7 +17,7 @@ from pathlib import Path
 from haba_datasets.cross_architecture import CrossArchitectureReport, NetworkResult
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCUMENTS = [ROOT / "README.md", ROOT / "docs" / "results.md"]
+DOCUMENTS = [ROOT / "README.md", ROOT / "docs" / "results.md", ROOT / "recipes" / "README.md"]
 BLOCK = re.compile(r"(<!-- table: (?P<command>[^>]+?) -->\n)(?P<table>.*?)(<!-- end table -->)", re.S)
 
 

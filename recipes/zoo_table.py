@@ -3,13 +3,14 @@ with the published numbers, the command and the budget behind each figure.
 
     python recipes/zoo_table.py            # the full table (docs/results.md)
     python recipes/zoo_table.py --short    # one row per zoo entry (README.md)
+    python recipes/zoo_table.py --commands # the commands that make each entry (recipes/README.md)
 """
 
 import json
 import sys
 from pathlib import Path
 
-from haba_datasets.hub import ZOO, ZOO_DIR
+from haba_datasets.zoo import list_zoo, zoo_entry
 
 RESULTS = Path(__file__).parent / "results"
 #: Rows beside each zoo entry: what was trained, its evaluation report folder, the command that wrote it and (if
@@ -40,8 +41,8 @@ def made_by(recipe: dict) -> str:
 def short() -> None:
     print("| name | made by | stored | test accuracy %, mean +- std (runs x epochs) | published (paper) |")
     print("|---|---|---|---|---|")
-    for name in ZOO:
-        config = json.loads((ZOO_DIR / name / "config.json").read_text())
+    for name in list_zoo():
+        config = zoo_entry(name).config
         prov, m = config["provenance"], config["provenance"]["metrics"]
         recipe, hall = prov["recipe"], config["hallucinators"]
         made = made_by(recipe)
@@ -53,11 +54,22 @@ def short() -> None:
               f"| {published} |")  # fmt: skip
 
 
+def commands() -> None:
+    print("| entry | distill | bundle |")
+    print("|---|---|---|")
+    for entry in map(zoo_entry, list_zoo()):
+        experts = f" --experts-dir {entry.experts}" if entry.experts else ""
+        distill = f"haba-datasets distill {entry.recipe} --profile {entry.profile}{experts} -o {entry.run} --resume"
+        runs, epochs = entry.protocol
+        bundle = f"haba-datasets zoo bundle {entry.name} {entry.run} --runs {runs} --epochs {epochs}"
+        print(f"| `{entry.name}` | `{distill}` | `{bundle}{' --normalize' if entry.normalize else ''}` |")
+
+
 def main() -> None:
     print("| setting | training data | test accuracy %, mean +- std (runs x epochs) | published (paper) | budget | command |")
     print("|---|---|---|---|---|---|")
-    for name in ZOO:
-        prov = json.loads((ZOO_DIR / name / "config.json").read_text())["provenance"]
+    for name in list_zoo():
+        prov = zoo_entry(name).provenance
         m, recipe = prov["metrics"], prov["recipe"]
         published = ", ".join(f"{method} {100 * acc:.1f}" for method, acc in prov["reference"].items())
         what = f"**zoo `{name}`**: {made_by(recipe)}"
@@ -77,4 +89,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    short() if "--short" in sys.argv[1:] else main()
+    {"--short": short, "--commands": commands}.get(sys.argv[1] if sys.argv[1:] else "", main)()

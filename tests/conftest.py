@@ -20,41 +20,36 @@ os.environ.pop("HF_TOKEN", None)
 os.environ.pop("HF_HUB_CACHE", None)
 os.environ.pop("HF_DATASETS_CACHE", None)
 
-import random  # noqa: E402
-import signal  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
 import pytest  # noqa: E402
-import torch  # noqa: E402
 
-from haba_datasets import ZCA, FactorizedDataset, create_hallucinators  # noqa: E402
-
-CLASSES = ["ant", "bee", "cat"]
-
-
-def make_dataset(*, n_per_class=2, k=3, shape=(3, 8, 8), basis_shape=None, preprocessing="zca", pairing="all", seed=0, **kw):
-    """A tiny factorized dataset with random factors (CPU)."""
-    torch.manual_seed(seed)
-    basis_shape = basis_shape or shape
-    n = n_per_class * len(CLASSES)
-    bank = create_hallucinators("haba-conv", k, basis_shape, shape)
-    prep = ZCA.fit(torch.rand(64, *shape), eps=0.1) if preprocessing == "zca" else preprocessing
-    return FactorizedDataset(
-        torch.randn(n, *basis_shape), torch.arange(n) % len(CLASSES), bank, CLASSES,
-        preprocessing=prep, pairing=pairing, device="cpu", learned_lr=0.01,
-        provenance={"name": "tiny", "metrics": {"test_accuracy": 0.5}}, **kw,
-    )  # fmt: skip
+from haba_datasets import data  # noqa: E402
+from haba_datasets.data import RealSpec  # noqa: E402
+from haba_datasets.distill.experts import Experts, train_experts  # noqa: E402
+from tests.helpers import TINY_NET, make_dataset, tiny_real  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def real_folder(tmp_path_factory):
-    """A tiny real dataset in the Hub layout (see tests.test_data.tiny_real), one per test module."""
-    from tests.test_data import tiny_real
-
+    """A tiny real dataset in the Hub layout (see tests.helpers.tiny_real), one per test module."""
     return tiny_real(tmp_path_factory.mktemp("real") / "colors")
+
+
+@pytest.fixture(scope="module")
+def experts(tmp_path_factory, real_folder):
+    """Two tiny MTT experts trained on ``real_folder``, one set per test module."""
+    folder = tmp_path_factory.mktemp("experts")
+    train_experts(folder, dataset=real_folder, experts=2, epochs=3, net_options=TINY_NET, preprocessing="normalize",
+                  batch_size=16, progress=False)  # fmt: skip
+    return Experts.open(folder)
+
+
+@pytest.fixture
+def colors(tmp_path, monkeypatch):
+    """3 classes of 16x16 images in ``tmp_path / "colors"``, registered as the real dataset "colors"."""
+    monkeypatch.setenv("HABA_DATASETS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setitem(data.REAL_DATASETS, "colors", RealSpec("nobody/colors", "picture", "kind"))
+    tiny_real(tmp_path / "colors", per_class=(40, 20), size=16)
+    return tmp_path
 
 
 @pytest.fixture
@@ -103,52 +98,6 @@ def hub(tmp_path, monkeypatch):
     assert not leaked, f"a test wrote to the shared HF_HOME: {leaked}"
 
 
-def kill_at_random_points(code: str, straight: Path, out: Path, args: list[str], saved, *, kills: int = 3, seed: int = 0) -> int:
-    """Run ``python -c code OUT *args`` once into ``straight``, then into ``out`` SIGKILLing it
-    ``kills`` times at random moments and restarting it (it must resume), until it finishes.
-
-    The first kill comes once ``saved(out)`` holds (work a resume can continue from), at a random
-    moment of what the uninterrupted run had left then; later ones at random moments of a
-    restarted run (imports included). Both runs are processes of the same kind (one thread:
-    thread counts change float rounding). A run that finishes before its first kill (faster than the
-    uninterrupted one was) starts over from an empty folder with the moments 4x sooner. Returns how
-    many kills landed before the run finished.
-    """
-    def start(folder: Path) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-c", code, str(folder), *args], cwd=Path(__file__).parent.parent,
-                                env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
-
-    def wait_saved(process: subprocess.Popen, folder: Path) -> float:
-        began = time.perf_counter()
-        while not saved(folder) and process.poll() is None:
-            time.sleep(0.01)
-        return time.perf_counter() - began
-
-    process, began = start(straight), time.perf_counter()
-    until_saved = wait_saved(process, straight)
-    assert process.wait(timeout=300) == 0
-    left = time.perf_counter() - began - until_saved
-    rng, landed, scale = random.Random(seed), 0, 0.8
-    while True:
-        process = start(out)
-        if landed < kills:
-            wait_saved(process, out)
-            try:
-                process.wait(timeout=rng.uniform(0, scale * left))
-            except subprocess.TimeoutExpired:
-                process.send_signal(signal.SIGKILL)
-                assert process.wait() == -signal.SIGKILL
-                landed += 1
-                continue
-            if landed == 0 and scale > 0.01:  # finished before the first kill (this run was faster): start over, sooner
-                assert process.returncode == 0
-                shutil.rmtree(out)
-                scale /= 4
-                continue
-        assert process.wait(timeout=300) == 0
-        return landed
-
-
 @pytest.fixture
 def cli(capsys):
     """Run the command line: ``cli(*argv)`` -> (exit status, stdout, stderr); argparse's exits included."""
@@ -164,17 +113,3 @@ def cli(capsys):
         return code, captured.out, captured.err
 
     return run
-
-
-def assert_one_error(result, *names: str) -> str:
-    """The command failed as an input mistake: exit status 2, one ``error:`` line naming ``names``."""
-    code, _, err = result
-    assert code == 2 and err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err, err
-    for name in names:
-        assert str(name) in err, (name, err)
-    return err
-
-
-def snapshot_files(folder: Path) -> dict[str, bytes]:
-    """Every file under ``folder`` and its bytes (to check a command left them as they were)."""
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(Path(folder).rglob("*")) if p.is_file()}

@@ -15,10 +15,9 @@ from haba_datasets.data import load_real
 from haba_datasets.evaluate import Protocol
 from haba_datasets.fileformat import FormatError
 from haba_datasets.interop import EXPORT_MANIFEST, import_dataset
-from tests.conftest import assert_one_error, make_dataset, snapshot_files
-from tests.test_data import tiny_real
-from tests.test_distill import write_recipe
-from tests.test_evaluate import colors  # noqa: F401 - a fixture: 3 classes of 16x16 images, registered as "colors"
+from tests.helpers import assert_one_error, make_dataset, snapshot_files
+from tests.helpers import tiny_real
+from tests.helpers import write_recipe
 
 NO_GPU = not torch.cuda.is_available()
 

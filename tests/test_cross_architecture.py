@@ -16,9 +16,7 @@ from haba_datasets.cross_architecture import (CrossArchitectureReport, NetworkRe
                                               image_scale, random_real_baseline)
 from haba_datasets.data import load_real
 from haba_datasets.evaluate import Protocol, Report, RunResult, diverged, train_and_test
-from tests.conftest import make_dataset
-from tests.test_data import COLORS
-from tests.test_evaluate import _easy, colors  # noqa: F401 - a fixture
+from tests.helpers import COLORS, easy, make_dataset
 
 PROTOCOL = Protocol(epochs=12, batch_size=16, curve_points=0, dsa=False)
 
@@ -27,7 +25,7 @@ def test_divergence_is_a_non_finite_or_growing_loss():
     assert not diverged([2.3, 1.5, 1.0, 0.5, 0.4])
     assert diverged([2.3, 2.0, float("nan")]) and diverged([2.3, float("inf")])
     assert diverged([2.3, 3.0, 5.0, 8.0, 11.0])  # the VGG11-at-0.06 case: grows from 2.6 to 11
-    run = train_and_test(_easy(5, 0), _easy(10, 1), num_classes=3, model="ConvNetW32",
+    run = train_and_test(easy(5, 0), easy(10, 1), num_classes=3, model="ConvNetW32",
                          protocol=Protocol(epochs=30, batch_size=16, lr=1e4, curve_points=0), progress=False)  # fmt: skip
     assert run.diverged
 
@@ -43,7 +41,7 @@ def test_diverged_runs_are_listed_never_averaged_in():
 
 
 def test_the_lr_is_chosen_on_the_validation_split_and_diverging_candidates_are_out():
-    train, val = _easy(5, 0), _easy(10, 2)
+    train, val = easy(5, 0), easy(10, 2)
     lr, scores = choose_lr(train, val, num_classes=3, model="ConvNetW32", protocol=PROTOCOL, grid=(1e-6, 0.05, 1e4))
     assert scores["10000.0"] is None  # diverged
     assert scores["0.05"] > scores["1e-06"] and lr == 0.05
@@ -56,11 +54,11 @@ def test_the_lr_is_chosen_on_the_validation_split_and_diverging_candidates_are_o
 
 
 def test_batch_norm_trains_on_a_set_whose_last_batch_would_hold_one_image():
-    seventeen = TensorDataset(*[t[:17] for t in _easy(6, 0).tensors])
-    run = train_and_test(seventeen, _easy(10, 1), num_classes=3, model="ConvNetBN", protocol=PROTOCOL, progress=False)
+    seventeen = TensorDataset(*[t[:17] for t in easy(6, 0).tensors])
+    run = train_and_test(seventeen, easy(10, 1), num_classes=3, model="ConvNetBN", protocol=PROTOCOL, progress=False)
     assert not run.diverged and run.test_accuracy > 0.5  # 17 = 16 + 1: the single image sits out each epoch
     with pytest.raises(ValueError, match="batch norm, which cannot train on a single image"):
-        train_and_test(TensorDataset(*[t[:1] for t in _easy(1, 0).tensors]), _easy(2, 1), num_classes=3,
+        train_and_test(TensorDataset(*[t[:1] for t in easy(1, 0).tensors]), easy(2, 1), num_classes=3,
                        model="ConvNetBN", protocol=PROTOCOL, progress=False)  # fmt: skip
 
 
@@ -98,7 +96,7 @@ def test_a_result_reads_back_as_it_was_written_non_finite_losses_included():
 
 
 def test_a_stopped_table_resumes_from_the_networks_it_finished(tmp_path, monkeypatch):
-    train, test, val = _easy(5, 0), _easy(10, 1), _easy(10, 2)
+    train, test, val = easy(5, 0), easy(10, 1), easy(10, 2)
     trained = []
     real_evaluate = cross_architecture.evaluate
 
@@ -111,7 +109,7 @@ def test_a_stopped_table_resumes_from_the_networks_it_finished(tmp_path, monkeyp
     monkeypatch.setattr(cross_architecture, "evaluate", counting)
     common = {"num_classes": 3, "models": ["ConvNetW32", "ConvNetNN"], "runs": 1, "protocol": PROTOCOL, "grid": (0.003, 0.05),
               "lr_epochs": 3, "setting": {"train": "tiny"}, "own": {"ConvNetW32": 0.05}, "distilled_with": "ConvNetW32",
-              "baseline": (_easy(4, 3), "random real, IPC 4"), "progress": False}  # fmt: skip
+              "baseline": (easy(4, 3), "random real, IPC 4"), "progress": False}  # fmt: skip
     progress = tmp_path / "progress.json"
     stop_at = "ConvNetNN"
     with pytest.raises(KeyboardInterrupt):

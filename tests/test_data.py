@@ -7,23 +7,7 @@ import torch
 
 from haba_datasets import ZCA, Identity, Normalize, data
 from haba_datasets.data import RealSpec, load_real
-
-COLORS = ["red", "green", "blue"]
-
-
-def tiny_real(folder, *, per_class=(30, 10), size=8, seed=0):
-    """A real dataset in the Hub layout: class c is an image whose channel c is bright (plus noise)."""
-    g = torch.Generator().manual_seed(seed)
-    features = datasets.Features({"picture": datasets.Image(), "kind": datasets.ClassLabel(names=COLORS)})
-    for split, n in zip(("train", "test"), per_class):
-        labels = torch.arange(len(COLORS)).repeat(n)
-        x = torch.rand(len(labels), 3, size, size, generator=g) * 0.5
-        x[torch.arange(len(labels)), labels] += 0.5
-        pixels = (x * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-        rows = datasets.Dataset.from_dict({"picture": list(pixels), "kind": labels.tolist()}, features=features)
-        rows.to_parquet(str(folder / "data" / f"{split}-00000-of-00001.parquet"))
-    return folder
-
+from tests.helpers import COLORS, tiny_real
 
 @pytest.fixture
 def real_folder(tmp_path):

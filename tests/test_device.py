@@ -12,8 +12,8 @@ from haba_datasets import FactorizedDataset
 from haba_datasets.augment import DSA
 from haba_datasets.distill.experts import Experts, train_experts
 from haba_datasets.distill.loop import distill_step
-from tests.conftest import make_dataset
-from tests.test_distill import TINY_NET, experts, make_objective, make_synthetic  # noqa: F401 - experts: a fixture
+from tests.helpers import make_dataset
+from tests.helpers import TINY_NET, make_objective, make_synthetic
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))]
 

@@ -10,14 +10,13 @@ import torch
 from safetensors.torch import load_file
 
 from haba_datasets.distill import distributed
-from tests.test_distill import experts  # noqa: F401 - a fixture: 2 tiny experts
 
 RUN = """
 import sys
 from pathlib import Path
 from haba_datasets.distill import distributed
 from haba_datasets.distill.experts import Experts
-from tests.test_distill import run_loop
+from tests.helpers import run_loop
 out, objective, kind, checkpoint, experts = sys.argv[1:]
 distributed.start("cpu")
 options = {"checkpoint": True} if checkpoint == "1" else {}
@@ -73,8 +72,7 @@ def test_shares_of_rows_and_classes_cover_everything_once(monkeypatch):
 def test_torchrun_distils_a_recipe_end_to_end_and_resumes(tmp_path):
     """`torchrun -m haba_datasets.cli distill`: experts shared, one evaluation and one report by process 0,
     and the run continues (--resume) to more iterations, as one process would."""
-    from tests.test_data import tiny_real
-    from tests.test_distill import write_recipe
+    from tests.helpers import tiny_real, write_recipe
 
     tiny_real(tmp_path / "colors")
     recipe = write_recipe(tmp_path / "r.yaml", "mtt")

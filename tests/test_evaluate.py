@@ -5,11 +5,11 @@ import torch
 from PIL import Image
 from torch.utils.data import TensorDataset
 
-from haba_datasets import FactorizedDataset, Normalize, create_hallucinators, data
+from haba_datasets import FactorizedDataset, Normalize, create_hallucinators
 from haba_datasets.cli import main
-from haba_datasets.data import RealSpec, load_real
+from haba_datasets.data import load_real
 from haba_datasets.evaluate import Protocol, Report, RunResult, as_dataset, evaluate
-from tests.test_data import COLORS, tiny_real
+from tests.helpers import COLORS, easy, tiny_real
 
 
 def test_learning_rate_schedule():
@@ -21,19 +21,10 @@ def test_learning_rate_schedule():
             Protocol(**bad)
 
 
-def _easy(n_per_class, seed):
-    """Three classes told apart by which channel is bright: easy for any ConvNet."""
-    g = torch.Generator().manual_seed(seed)
-    labels = torch.arange(3).repeat(n_per_class)
-    x = torch.randn(len(labels), 3, 16, 16, generator=g) * 0.3
-    x[torch.arange(len(labels)), labels] += 1.0
-    return TensorDataset(x, labels)
-
-
 def test_a_tiny_evaluation_learns_an_easy_task(tmp_path):
     protocol = Protocol(epochs=30, batch_size=16, curve_points=3)
-    report = evaluate(_easy(10, 0), _easy(50, 1), num_classes=3, model="ConvNetW32", runs=2, protocol=protocol,
-                      val=_easy(20, 2), progress=False, setting={"train": "easy"})  # fmt: skip
+    report = evaluate(easy(10, 0), easy(50, 1), num_classes=3, model="ConvNetW32", runs=2, protocol=protocol,
+                      val=easy(20, 2), progress=False, setting={"train": "easy"})  # fmt: skip
     assert len(report.runs) == 2 and report.mean > 0.8  # chance is 1/3
     assert report.std == pytest.approx(abs(report.accuracies[0] - report.accuracies[1]) / 2)
     curve = report.runs[0].curve
@@ -47,18 +38,18 @@ def test_a_tiny_evaluation_learns_an_easy_task(tmp_path):
     assert saved == json.loads(json.dumps(report.to_json()))
     with Image.open(png) as picture:
         assert picture.width > 500
-    again = evaluate(_easy(10, 0), _easy(50, 1), num_classes=3, model="ConvNetW32", runs=1, protocol=protocol, progress=False)
+    again = evaluate(easy(10, 0), easy(50, 1), num_classes=3, model="ConvNetW32", runs=1, protocol=protocol, progress=False)
     assert again.accuracies[0] == report.accuracies[0]  # seeded
 
 
 def test_soft_labels_train_with_the_soft_cross_entropy_and_the_report_says_so():
     """One-hot soft labels train exactly as the hard labels they encode; the report records the kind."""
     protocol = Protocol(epochs=4, batch_size=16, curve_points=1)
-    hard_set = _easy(10, 0)
+    hard_set = easy(10, 0)
     images, labels = hard_set.tensors
     soft_set = TensorDataset(images, torch.nn.functional.one_hot(labels, 3).float())
     soft_set.label_kind = "soft"  # what FactorizedDataset with soft labels says
-    hard, soft = (evaluate(d, _easy(50, 1), num_classes=3, model="ConvNetW32", runs=1, protocol=protocol, progress=False)
+    hard, soft = (evaluate(d, easy(50, 1), num_classes=3, model="ConvNetW32", runs=1, protocol=protocol, progress=False)
                   for d in (hard_set, soft_set))  # fmt: skip
     assert [p["loss"] for p in soft.runs[0].curve] == pytest.approx([p["loss"] for p in hard.runs[0].curve], rel=1e-5)
     assert soft.runs[0].curve[-1]["train_accuracy"] == hard.runs[0].curve[-1]["train_accuracy"]
@@ -77,14 +68,6 @@ def test_as_dataset_applies_the_preprocessing(tmp_path, monkeypatch):
     norm = Normalize([0.5, 0.5, 0.5], [0.25, 0.25, 0.25])
     images, labels = as_dataset(real.test, norm).tensors
     assert torch.allclose(images, (real.test.images.float() / 255 - 0.5) / 0.25) and torch.equal(labels, real.test.labels)
-
-
-@pytest.fixture
-def colors(tmp_path, monkeypatch):
-    monkeypatch.setenv("HABA_DATASETS_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setitem(data.REAL_DATASETS, "colors", RealSpec("nobody/colors", "picture", "kind"))
-    tiny_real(tmp_path / "colors", per_class=(40, 20), size=16)
-    return tmp_path
 
 
 def test_cli_evaluates_a_random_real_subset(colors, capsys):

@@ -19,7 +19,7 @@ from haba_datasets.distill import experts as experts_module
 from haba_datasets.distill.experts import Experts, _derived_seed, expert_file, flatten_parameters, train_experts, unflatten
 from haba_datasets.evaluate import as_dataset, train_epoch
 from haba_datasets.fileformat import FormatError
-from tests.conftest import kill_at_random_points
+from tests.helpers import kill_at_random_points
 
 TINY_NET = {"depth": 1, "width": 8}
 

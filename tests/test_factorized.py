@@ -4,7 +4,7 @@ from torch.utils.data import DataLoader
 from torchvision.transforms.functional import pil_to_tensor
 
 from haba_datasets import FactorizedDataset, Identity, create_hallucinators
-from tests.conftest import CLASSES, make_dataset
+from tests.helpers import CLASSES, make_dataset
 
 
 def _reference(dataset, basis, k):

@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import load_file, save as st_bytes
 
 from haba_datasets import FactorizedDataset, FormatError, Identity, fileformat
-from tests.conftest import make_dataset
+from tests.helpers import make_dataset
 
 
 def _config(folder):

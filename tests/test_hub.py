@@ -14,7 +14,7 @@ from haba_datasets import FactorizedDataset, FormatError, hub as hub_module
 from haba_datasets.cli import main
 from haba_datasets.hub import HubError
 from haba_datasets.viz import to_pil
-from tests.conftest import CLASSES, make_dataset
+from tests.helpers import CLASSES, make_dataset
 
 REPO = "alice/tiny"
 TOKEN = "hf_test_write"
@@ -337,8 +337,7 @@ def test_cli_push_and_download(hub, saved, capsys):
 
 @pytest.mark.slow
 def test_a_recipe_distils_and_publishes_and_a_failed_push_is_retried_alone(hub, tmp_path, monkeypatch, capsys):
-    from tests.test_data import tiny_real
-    from tests.test_distill import write_recipe
+    from tests.helpers import tiny_real, write_recipe
 
     tiny_real(tmp_path / "colors")
     recipe, out = write_recipe(tmp_path / "r.yaml"), tmp_path / "out"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from huggingface_hub import constants
 
-from tests.conftest import make_dataset
+from tests.helpers import make_dataset
 from tests.test_hub import REPO, TOKEN, _downloads, _load
 
 #: The command line in a process of its own (HF_HUB_OFFLINE and HF_ENDPOINT are read at import),

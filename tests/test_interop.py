@@ -14,8 +14,7 @@ from haba_datasets import FactorizedDataset, ZCA
 from haba_datasets.cli import main
 from haba_datasets.data import load_real
 from haba_datasets.interop import export_dataset, import_dataset
-from tests.test_data import COLORS
-from tests.test_evaluate import colors  # noqa: F401 - a fixture: 3 classes of 16x16 images, registered as "colors"
+from tests.helpers import COLORS
 
 
 class StyleTranslator(nn.Module):

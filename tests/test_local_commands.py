@@ -11,8 +11,8 @@ import torch
 import haba_datasets
 from haba_datasets import FactorizedDataset, data, interop
 from haba_datasets.data import REAL_DATASETS, RealSpec, load_real
-from tests.conftest import assert_one_error, snapshot_files
-from tests.test_data import COLORS, tiny_real
+from tests.helpers import assert_one_error, snapshot_files
+from tests.helpers import COLORS, tiny_real
 
 
 def test_demo_refuses_a_folder_of_the_users_and_reruns_in_its_own(cli, tmp_path):

@@ -9,11 +9,13 @@ from safetensors.torch import load_file
 
 from haba_datasets.augment import DSA
 from haba_datasets.distill import experts as experts_module
+from haba_datasets.distill import objectives
 from haba_datasets.distill.experts import Experts, epoch_lr, expert_file, train_experts
 from haba_datasets.distill.loop import distill_step
 from haba_datasets.distill.objectives import InterpolatedDistributionMatching, TrajectoryMatching
 from haba_datasets.distill.parameterizations import HaBa, PlainImages
 from haba_datasets.evaluate import train_epoch
+from tests import helpers
 
 TINY_NET = {"depth": 1, "width": 8}
 DANCE_SGD = {"momentum": 0.9, "weight_decay": 5e-4, "lr_steps": True}
@@ -93,16 +95,8 @@ def test_version_1_folders_read_as_mtt_experts(ends, tmp_path):
     assert (config["momentum"], config["weight_decay"], config["lr_steps"], config["keep"]) == (0.0, 0.0, False, "all")
 
 
-def real_images(n=60, seed=5):
-    g = torch.Generator().manual_seed(seed)
-    labels = torch.arange(3).repeat(n // 3)
-    x = torch.rand(len(labels), 3, 8, 8, generator=g) * 0.5
-    x[torch.arange(len(labels)), labels] += 0.5
-    return x, labels
-
-
 def objective(ends, **options):
-    x, y = real_images()
+    x, y = helpers.real_images(60, seed=5)
     return InterpolatedDistributionMatching(x, y, ends, num_classes=3, batch_real=16, **options)
 
 
@@ -203,3 +197,67 @@ def test_the_experts_command_trains_dance_experts(ends, real_folder, tmp_path, c
     assert exit_.value.code == 2 and capsys.readouterr().err.strip().splitlines() == [
         "error: --momentum: takes a number in [0, 1), got 1.5 (see haba-datasets experts --help)"]
     assert not (tmp_path / "bad").exists()
+
+
+# MTT, DM and DM under trained networks on the shared tiny experts (conftest's `experts`)
+
+
+@pytest.mark.parametrize("parameterization", ["plain", "haba"])
+@pytest.mark.parametrize("objective", ["mtt", "dm", "dm-trained"])
+def test_every_objective_trains_every_parameterization(objective, parameterization, experts):
+    options = {"lr": 1.0} if parameterization == "plain" else {"lr_bases": 1.0}
+    synthetic = helpers.make_synthetic(parameterization, noise=objective != "mtt", **options)
+    obj = helpers.make_objective(objective, experts)
+    before = helpers.fixed_loss(obj, synthetic)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(15):
+        distill_step(synthetic, obj, generator, DSA())
+    after = helpers.fixed_loss(obj, synthetic)
+    assert after < 0.9 * before, (before, after)
+
+
+def test_trained_dm_embeds_with_expert_parameters_from_the_trajectory(experts):
+    """Each call's network is an expert after an epoch in [0, max_epoch], exactly as saved."""
+    x, y = helpers.real_images(60, seed=5)
+    objective = objectives.TrainedDistributionMatching(x, y, experts, num_classes=3, max_epoch=2, batch_real=16)
+    seen = set()
+    for seed in range(30):
+        net = objective._fresh_net(torch.Generator().manual_seed(seed))
+        flat = torch.nn.utils.parameters_to_vector(net.parameters())
+        rows = {(i, e) for i in experts.ids for e in range(3) if torch.equal(experts.trajectory(i, e, e)[0], flat)}
+        assert len(rows) == 1 and not any(p.requires_grad for p in net.parameters())
+        seen |= rows
+    assert {e for _, e in seen} == {0, 1, 2} and {i for i, _ in seen} == set(experts.ids)
+    with pytest.raises(ValueError, match="max_epoch must be within the experts' 0 .. 3 epochs"):
+        objectives.TrainedDistributionMatching(x, y, experts, num_classes=3, max_epoch=4)
+
+
+def test_mtt_gradients_reach_bases_hallucinators_and_the_step_size(experts):
+    synthetic, objective = helpers.make_synthetic("haba"), helpers.make_objective("mtt", experts)
+    loss, record = objective.loss(synthetic, torch.Generator().manual_seed(0))
+    loss.backward()
+    assert record["lr"] == pytest.approx(0.01)
+    for name, p in [("bases", synthetic.bases), ("alpha", objective.syn_lr), *synthetic.bank.named_parameters()]:
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert all(p.grad is None for p in synthetic.adversary.parameters())  # MTT does not touch the adversary
+
+
+def test_checkpointed_unroll_gives_the_same_gradients(experts):
+    grads = []
+    for checkpoint in (False, True):
+        synthetic = helpers.make_synthetic("haba")
+        objective = helpers.make_objective("mtt", experts, syn_steps=6, checkpoint=checkpoint)
+        loss, _ = objective.loss(synthetic, torch.Generator().manual_seed(3))
+        loss.backward()
+        grads.append([synthetic.bases.grad, objective.syn_lr.grad, *(p.grad for p in synthetic.bank.parameters())])
+    for full, recomputed in zip(*grads):
+        torch.testing.assert_close(recomputed, full, rtol=1e-4, atol=1e-7)
+
+
+def test_mtt_step_size_is_clipped(experts):
+    synthetic, objective = helpers.make_synthetic("plain"), helpers.make_objective("mtt", experts, lr_teacher=0.002, min_lr=0.001)
+    with torch.no_grad():
+        objective.syn_lr.fill_(-1.0)
+    objective.after_step()
+    assert objective.learned_lr == pytest.approx(0.001)
+    assert synthetic.num_items == 6

@@ -121,7 +121,7 @@ def test_config_validation():
 
 
 def test_real_transform_turns_pil_images_into_model_space():
-    from tests.conftest import make_dataset
+    from tests.helpers import make_dataset
 
     dataset = make_dataset()
     array = (torch.rand(8, 8, 3) * 255).to(torch.uint8)

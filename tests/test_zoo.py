@@ -1,7 +1,7 @@
 """The bundled zoo: every registered name loads offline with a complete card, and the README's
 DataLoader example trains a classifier that reaches the accuracy the README states (real data)."""
 
-import importlib.util
+import json
 import os
 import re
 import subprocess
@@ -12,9 +12,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from haba_datasets import FactorizedDataset, hub
+from haba_datasets import FactorizedDataset, hub, zoo
 from haba_datasets.distill.recipe import load_recipe
-from tests.conftest import make_dataset
+from tests.helpers import assert_one_error, make_dataset, snapshot_files
 
 README = Path(__file__).parents[1] / "README.md"
 
@@ -48,21 +48,55 @@ def test_the_recipes_zoo_profile_is_what_made_the_entry(name):
         {k: v for k, v in made.items() if k != "profile"}
 
 
-def test_bundle_with_normalize_keeps_the_factors_and_scales_every_image_to_its_basis(tmp_path, monkeypatch):
-    """recipes/zoo.py bundle --normalize: the run's factors, the option on, the change in the provenance."""
-    spec = importlib.util.spec_from_file_location("zoo_script", README.parent / "recipes" / "zoo.py")
-    zoo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(zoo)
+def test_bundle_with_normalize_keeps_the_factors_and_scales_every_image_to_its_basis(tmp_path, monkeypatch, cli):
+    """haba-datasets zoo bundle --normalize: the run's factors, the option on, the change in the provenance."""
     monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path / "zoo")
     run = make_dataset().replace(provenance={"name": "cifar10-ipc1", "metrics": {"val_accuracy": 0.4, "model": "ConvNet"}})
     run.save_pretrained(tmp_path / "run" / "dataset")
-    bundled = FactorizedDataset.from_pretrained(zoo.bundle("cifar10-ipc1", tmp_path / "run", 3, 500, None, True), device="cpu")
+    code, out, _ = cli("zoo", "bundle", "cifar10-ipc1", tmp_path / "run", "--runs", 3, "--epochs", 500, "--normalize")
+    assert code == 0 and out == f"wrote {tmp_path / 'zoo' / 'cifar10-ipc1'}\n"
+    bundled = FactorizedDataset.from_pretrained(tmp_path / "zoo" / "cifar10-ipc1", device="cpu")
     assert bundled.hallucinators.normalize and bundled.provenance["normalize_added_at_bundle"] is True
     assert torch.equal(bundled.bases, run.bases) and bundled.provenance["metrics"]["runs"] == 3
     images = bundled.hallucinators(bundled.bases, torch.zeros(len(bundled.bases), dtype=torch.long))
     torch.testing.assert_close(images.std((1, 2, 3)), run.bases.std((1, 2, 3)))
-    again = FactorizedDataset.from_pretrained(zoo.bundle("cifar10-ipc1", tmp_path / "run", 3, 500, None, False), device="cpu")
+    assert cli("zoo", "bundle", "cifar10-ipc1", tmp_path / "run", "--runs", 2, "--epochs", 400, "--no-normalize")[0] == 0
+    again = FactorizedDataset.from_pretrained(tmp_path / "zoo" / "cifar10-ipc1", device="cpu")
     assert not again.hallucinators.normalize and "normalize_added_at_bundle" not in again.provenance
+    assert cli("zoo", "bundle", "cifar10-ipc1", tmp_path / "run")[0] == 0  # the protocol and option the entry has
+    assert zoo.zoo_entry("cifar10-ipc1").protocol == (2, 400) and not zoo.zoo_entry("cifar10-ipc1").normalize
+    other = cli("zoo", "bundle", "cifar10-ipc10", tmp_path / "run", "--runs", 3, "--epochs", 500, "--no-normalize")
+    assert_one_error(other, str(tmp_path / "run"), "'cifar10-ipc1'")
+
+
+def test_record_writes_a_matching_evaluation_on_the_card_and_refuses_another(tmp_path, monkeypatch, cli):
+    monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path / "zoo")
+    run = make_dataset().replace(provenance={"name": "cifar10-ipc1", "metrics": {"val_accuracy": 0.4, "model": "ConvNet"}})
+    run.save_pretrained(tmp_path / "run" / "dataset")
+    assert cli("zoo", "bundle", "cifar10-ipc1", tmp_path / "run", "--runs", 2, "--epochs", 5, "--no-normalize")[0] == 0
+    report = {"train": "cifar10-ipc1 (60 items, pairing random)", "model": "ConvNet", "protocol": {"epochs": 5},
+              "test_accuracy": {"mean": 0.25, "std": 0.01, "runs": [0.24, 0.26]}, "environment": {"threads": 1}}
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    assert cli("zoo", "record", "cifar10-ipc1", tmp_path / "report.json")[0] == 0
+    metrics = zoo.zoo_entry("cifar10-ipc1").metrics
+    assert (metrics["test_accuracy"], metrics["test_accuracy_std"]) == (0.25, 0.01)
+    assert metrics["command"] == "haba-datasets evaluate cifar10-ipc1 --data-root ../shared/data"
+    assert "| this dataset | 25.00 +- 1.00 |" in (tmp_path / "zoo" / "cifar10-ipc1" / "README.md").read_text()
+    (tmp_path / "other.json").write_text(json.dumps({**report, "protocol": {"epochs": 6}}))
+    before = snapshot_files(tmp_path / "zoo")
+    assert_one_error(cli("zoo", "record", "cifar10-ipc1", tmp_path / "other.json"), tmp_path / "other.json", "the card asks for")
+    assert snapshot_files(tmp_path / "zoo") == before
+
+
+def test_zoo_list_names_each_entrys_recipe_profile_and_card_accuracy(cli):
+    code, out, _ = cli("zoo", "list")
+    rows = [line.split("\t") for line in out.splitlines()[1:]]
+    assert code == 0 and [row[0] for row in rows] == zoo.list_zoo() == sorted(zoo.ZOO)
+    for name, recipe, profile, experts, *_, accuracy in rows:
+        entry = zoo.zoo_entry(name)
+        assert entry.recipe_path == README.parent / recipe and entry.recipe_path.is_file() and profile == "zoo"
+        assert accuracy.startswith(f"{100 * entry.metrics['test_accuracy']:.2f} +- ")
+        assert (experts == "-") == (entry.provenance["recipe"]["objective"]["kind"] == "dm")
 
 
 @pytest.mark.slow
