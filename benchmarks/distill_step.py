@@ -81,7 +81,7 @@ def one(setting: dict) -> dict:
     from haba_datasets.augment import DSA
     from haba_datasets.distill import distributed
     from haba_datasets.distill.loop import distill_step
-    from haba_datasets.distill.recipe import build_objective, build_synthetic, items_per_class
+    from haba_datasets.distill.recipe import create_objective, create_parameterization, items_per_class
 
     recipe = _recipe(setting)
     torch.manual_seed(0)
@@ -94,8 +94,8 @@ def one(setting: dict) -> dict:
         mtt = recipe["objective"]["mtt"]
         experts = RandomTrajectories(mtt["max_start_epoch"] + mtt["expert_epochs"], recipe["experts"].get("net_options", {}))
     train = torch.randn(len(real.train.labels), *SHAPE) if experts is None else None
-    synthetic = build_synthetic(recipe, real, init, labels, device)
-    objective = build_objective(recipe, real, train, experts, device)
+    synthetic = create_parameterization(recipe, real, init, labels, device)
+    objective = create_objective(recipe, real, train, experts, device)
     augment, generator = DSA(), torch.Generator().manual_seed(0)
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if device.type == "cuda":

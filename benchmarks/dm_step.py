@@ -66,7 +66,7 @@ def _variant(objective, variant: str):
 
 
 def build(ipc: int, parameterization: str, objective: str, variant: str, device: torch.device):
-    from haba_datasets.distill.recipe import build_objective, build_synthetic, items_per_class, load_recipe
+    from haba_datasets.distill.recipe import create_objective, create_parameterization, items_per_class, load_recipe
 
     overrides = {"parameterization.kind": parameterization}
     recipe = load_recipe(ROOT / "recipes" / f"cifar10-ipc{ipc}.yaml", profile="cpu-dance", overrides=overrides)
@@ -78,8 +78,8 @@ def build(ipc: int, parameterization: str, objective: str, variant: str, device:
     init, labels = torch.randn(n, *SHAPE), torch.arange(len(CLASSES)).repeat_interleave(n // len(CLASSES))
     real = SimpleNamespace(classes=CLASSES, train=SimpleNamespace(labels=torch.arange(len(CLASSES)).repeat(500)))
     train = torch.randn(len(real.train.labels), *SHAPE)
-    synthetic = build_synthetic(recipe, real, init, labels, device)
-    built = build_objective(recipe, real, train, RandomEnds(recipe["experts"]), device)
+    synthetic = create_parameterization(recipe, real, init, labels, device)
+    built = create_objective(recipe, real, train, RandomEnds(recipe["experts"]), device)
     if objective == "dm-dance":
         _variant(built, variant)
     return synthetic, built, {"items": n, "width": recipe["experts"]["net_options"].get("width", 128),

@@ -14,12 +14,15 @@ import math
 import os
 import re
 import sys
+import typing
 from contextlib import contextmanager
 from pathlib import Path
 
 from .allocator import keep_freed_memory
 from .cross_architecture import LR_GRID
+from .factorized import Pairing
 from .hub import HubError
+from .interop import LAYOUTS
 from .fileformat import FormatError
 from .preprocessing import list_preprocessings
 from .registry import UnknownNameError
@@ -169,7 +172,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--curve-points", type=_int(0, MAX_EPOCHS), default=10, help="validation accuracy measurements per run")
     p.add_argument("--preprocessing", choices=list_preprocessings(), default="normalize",
                    help="real subsets: preprocessing fitted on the training split")  # fmt: skip
-    p.add_argument("--pairing", choices=["random", "all"], default="random",
+    p.add_argument("--pairing", choices=typing.get_args(Pairing), default="random",
                    help="factorized datasets: one random hallucinator per basis per epoch (reference), or all pairs")  # fmt: skip
     p.add_argument("--hard-labels", action="store_true",
                    help="a dataset with soft labels: train on the bases' classes instead (the report says which)")  # fmt: skip
@@ -213,7 +216,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("import", help="make a factorized dataset from another code's files (.pt or .safetensors)")
     p.add_argument("files", type=Path, nargs="+", help="haba-reference: IMAGES WEIGHTS; mtt: IMAGES LABELS [LR]; "
                                                        "tensors: IMAGES [LABELS]")  # fmt: skip
-    p.add_argument("--from", dest="layout", required=True, choices=["haba-reference", "mtt", "tensors"])
+    p.add_argument("--from", dest="layout", required=True, choices=LAYOUTS.names())
     p.add_argument("--dataset", required=True, help="the real dataset the data was distilled from (e.g. cifar10)")
     p.add_argument("--zca", action="store_true", help="the images are ZCA-whitened (fitted on the training split)")
     p.add_argument("--preprocessing", choices=list_preprocessings(), help="the images' space (default: zca with --zca, "

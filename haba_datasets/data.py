@@ -23,9 +23,9 @@ from .hub import HUB_CALL_ERRORS
 from .fileformat import write_file
 from .progress import progress_bar
 from .registry import Registry
-from .preprocessing import ZCA, Identity, Normalize, Preprocessing
+from .preprocessing import Preprocessing, create_preprocessing, preprocessing_class
 
-__all__ = ["REAL_DATASETS", "RealData", "RealSpec", "Split", "load_real"]
+__all__ = ["REAL_DATASETS", "RealData", "RealSpec", "Split", "list_real_datasets", "load_real", "register_real_dataset"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +64,19 @@ REAL_DATASETS: Registry = Registry("real dataset", {
     "svhn": RealSpec("ufldl-stanford/svhn", "image", "label", "cropped_digits", license="other", classes=_DIGITS,
                      image_shape=(3, 32, 32)),
 })  # fmt: skip
+
+
+def register_real_dataset(name: str, spec: RealSpec) -> RealSpec:
+    """Make ``name`` a real dataset that :func:`load_real` reads (from ``data_root / (spec.folder or name)``
+    or the Hub repo ``spec.hub_id``)."""
+    return REAL_DATASETS.register(name)(spec)
+
+
+def list_real_datasets() -> list[str]:
+    """Names of the registered real datasets (:func:`load_real` loads one)."""
+    return REAL_DATASETS.names()
+
+
 #: Fraction of each class's training images held out for validation (model selection).
 VAL_FRACTION = 0.1
 SPLIT_SEED = 0
@@ -109,15 +122,10 @@ class RealData:
         return Split(self.train.images[index], self.train.labels[index])
 
     def fit_preprocessing(self, kind: str, *, eps: float = 0.1) -> Preprocessing:
-        """``"identity"``, ``"normalize"`` (per-channel mean/std) or ``"zca"`` fitted on the train split."""
-        if kind == "identity":
-            return Identity()
-        x = self.train.floats()
-        if kind == "normalize":
-            return Normalize(x.mean((0, 2, 3)).tolist(), x.std((0, 2, 3)).tolist())
-        if kind == "zca":
-            return ZCA.fit(x, eps=eps)
-        raise ValueError(f"unknown preprocessing {kind!r} (known: identity, normalize, zca)")
+        """A registered preprocessing ``kind`` (see ``list_preprocessings``: identity, normalize's
+        per-channel mean/std, zca) fitted on the train split."""
+        images = self.train.floats() if preprocessing_class(kind).fits_images else None
+        return create_preprocessing(kind, images, eps=eps)
 
 
 def load_real(

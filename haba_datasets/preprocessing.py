@@ -19,8 +19,8 @@ from torch import nn
 from .registry import Registry
 
 __all__ = [
-    "ZCA", "Identity", "Normalize", "Preprocessing", "list_preprocessings", "preprocessing_class",
-    "register_preprocessing",
+    "ZCA", "Identity", "Normalize", "Preprocessing", "create_preprocessing", "list_preprocessings",
+    "preprocessing_class", "register_preprocessing",
 ]
 
 #: Preprocessing kinds by the name the file format stores.
@@ -37,6 +37,12 @@ def list_preprocessings() -> list[str]:
 def preprocessing_class(kind: str) -> type["Preprocessing"]:
     """The :class:`Preprocessing` subclass registered as ``kind``."""
     return PREPROCESSINGS[kind]
+
+
+def create_preprocessing(kind: str, images: torch.Tensor | None, *, eps: float = 0.1) -> "Preprocessing":
+    """A preprocessing of the registered ``kind`` fitted on ``images`` (``(N, C, H, W)`` in [0, 1];
+    None for a kind that reads none, see :attr:`Preprocessing.fits_images`); ``eps``: ZCA's."""
+    return PREPROCESSINGS[kind].fit(images, eps=eps)
 
 
 _F32 = torch.finfo(torch.float32)
@@ -61,6 +67,14 @@ class Preprocessing(nn.Module):
     """
 
     kind: ClassVar[str]
+    #: Whether :meth:`fit` reads the images it is given (identity reads none).
+    fits_images: ClassVar[bool] = True
+
+    @classmethod
+    def fit(cls, images: torch.Tensor | None, eps: float = 0.1) -> "Preprocessing":
+        """Fit on ``(N, C, H, W)`` images in [0, 1]; ``eps`` regularises the fits that have it (ZCA's).
+        The base class has no parameters to fit."""
+        return cls()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Real pixels in [0, 1] -> model space."""
@@ -98,6 +112,8 @@ class Preprocessing(nn.Module):
 class Identity(Preprocessing):
     """Model space is pixel space."""
 
+    fits_images = False
+
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x
@@ -119,6 +135,11 @@ class Normalize(Preprocessing):
             raise ValueError(f"std must be positive, got {list(std)}")
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(-1, 1, 1))
+
+    @classmethod
+    def fit(cls, images: torch.Tensor, eps: float = 0.1) -> "Normalize":
+        """Each channel's mean and std over ``images`` (``eps`` is not used)."""
+        return cls(images.mean((0, 2, 3)).tolist(), images.std((0, 2, 3)).tolist())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std

@@ -10,7 +10,7 @@ from haba_datasets import FactorizedDataset
 from haba_datasets.cli import main
 from haba_datasets.data import load_real
 from haba_datasets.distill.experts import Experts
-from haba_datasets.distill.recipe import build_synthetic, load_recipe, run_recipe
+from haba_datasets.distill.recipe import create_parameterization, load_recipe, run_recipe
 from haba_datasets.evaluate import as_dataset
 from tests.helpers import tiny_real, write_recipe
 
@@ -78,7 +78,7 @@ def test_recipe_with_smaller_bases_trains_and_saves_them(tmp_path):
     real = load_real(recipe["dataset"])
     init_split = real.subset(4, seed=0)
     init = as_dataset(init_split, real.fit_preprocessing("normalize")).tensors[0]
-    synthetic = build_synthetic(recipe, real, init, init_split.labels, "cpu")
+    synthetic = create_parameterization(recipe, real, init, init_split.labels, "cpu")
     torch.testing.assert_close(synthetic.bases, torch.nn.functional.avg_pool2d(init, 2))
     run_recipe(recipe, tmp_path / "out", progress=False)
     saved = FactorizedDataset.from_pretrained(tmp_path / "out" / "dataset", device="cpu")
@@ -86,10 +86,10 @@ def test_recipe_with_smaller_bases_trains_and_saves_them(tmp_path):
     assert saved.storage.basis_values == 12 * 3 * 4 * 4
     assert saved.provenance["budget"]["stored_values"] == saved.storage.total_values
     with pytest.raises(ValueError, match="basis_factor must be a positive int dividing"):
-        build_synthetic(load_recipe(tmp_path / "r.yaml", overrides={haba + "basis_factor": 3}), real, init,
+        create_parameterization(load_recipe(tmp_path / "r.yaml", overrides={haba + "basis_factor": 3}), real, init,
                         init_split.labels, "cpu")  # fmt: skip
     with pytest.raises(ValueError, match="haba-conv-up takes smaller bases"):
-        build_synthetic(load_recipe(tmp_path / "r.yaml", overrides={haba + "basis_factor": 2}), real, init,
+        create_parameterization(load_recipe(tmp_path / "r.yaml", overrides={haba + "basis_factor": 2}), real, init,
                         init_split.labels, "cpu")  # fmt: skip
 
 

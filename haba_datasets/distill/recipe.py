@@ -39,8 +39,9 @@ from .objectives import (DistributionMatching, InterpolatedDistributionMatching,
 from .parameterizations import HaBa, Parameterization, PlainImages
 
 __all__ = [
-    "OBJECTIVES", "PARAMETERIZATIONS", "build_objective", "build_synthetic", "items_per_class", "load_recipe",
-    "parse_overrides", "run_recipe",
+    "OBJECTIVES", "PARAMETERIZATIONS", "create_objective", "create_parameterization", "items_per_class",
+    "list_objectives", "list_parameterizations", "load_recipe", "parse_overrides", "register_objective",
+    "register_parameterization", "run_recipe",
 ]
 
 logger = logging.getLogger(__name__)
@@ -270,13 +271,27 @@ def _call(what: str, factory, *args, **kwargs):
         raise ValueError(f"recipe section {what!r}: {err}") from None
 
 
-#: Parameterisation kinds of a recipe: kind -> builder (options, real data, init images, labels, device).
+#: Parameterisation kinds of a recipe: kind -> builder (options, real data, init images, labels).
 PARAMETERIZATIONS = Registry("parameterization kind")
+#: Decorator registering a parameterisation builder under a kind (``parameterization.kind`` of a recipe).
+register_parameterization = PARAMETERIZATIONS.register
 #: Objective kinds of a recipe: kind -> builder (options, real data, DM's training images, experts, device).
 OBJECTIVES = Registry("objective kind")
+#: Decorator registering an objective builder under a kind (``objective.kind`` of a recipe).
+register_objective = OBJECTIVES.register
 
 
-def build_synthetic(recipe: dict, real: RealData, init: torch.Tensor, labels: torch.Tensor, device) -> Parameterization:
+def list_parameterizations() -> list[str]:
+    """Names of the registered parameterisation kinds."""
+    return PARAMETERIZATIONS.names()
+
+
+def list_objectives() -> list[str]:
+    """Names of the registered objective kinds."""
+    return OBJECTIVES.names()
+
+
+def create_parameterization(recipe: dict, real: RealData, init: torch.Tensor, labels: torch.Tensor, device) -> Parameterization:
     """The recipe's parameterisation (``parameterization.kind``, options under ``parameterization.<kind>``),
     initialised from real images ``init`` (model space)."""
     section = recipe["parameterization"]
@@ -284,12 +299,12 @@ def build_synthetic(recipe: dict, real: RealData, init: torch.Tensor, labels: to
     return PARAMETERIZATIONS[section["kind"]](options, real, init.to(device), labels.to(device))
 
 
-@PARAMETERIZATIONS.register("plain")
+@register_parameterization("plain")
 def _plain(options: dict, real: RealData, init: torch.Tensor, labels: torch.Tensor) -> PlainImages:
     return _call("parameterization.plain", PlainImages, init, labels, **options)
 
 
-@PARAMETERIZATIONS.register("haba")
+@register_parameterization("haba")
 def _haba(options: dict, real: RealData, init: torch.Tensor, labels: torch.Tensor) -> HaBa:
     """``basis_factor`` (default 1) stores bases at ``1 / factor`` of the image size, initialised as
     the area-averaged ``init`` (multi-formation; needs ``haba-conv-up``)."""
@@ -310,30 +325,30 @@ def items_per_class(recipe: dict) -> int:
     return recipe["ipc"] if section["kind"] == "plain" else (section.get("haba") or {}).get("bases_per_class", recipe["ipc"])
 
 
-def build_objective(recipe: dict, real: RealData, train: torch.Tensor | None, experts: Experts | None, device) -> Objective:
+def create_objective(recipe: dict, real: RealData, train: torch.Tensor | None, experts: Experts | None, device) -> Objective:
     """The recipe's objective (``objective.kind``, with the options under ``objective.<kind>``)."""
     kind = recipe["objective"]["kind"]
     return OBJECTIVES[kind](dict(recipe["objective"].get(kind) or {}), real, train, experts, device)
 
 
-@OBJECTIVES.register("mtt")
+@register_objective("mtt")
 def _mtt(options: dict, real: RealData, train, experts: Experts, device) -> TrajectoryMatching:
     return _call("objective.mtt", TrajectoryMatching, experts, device=device, **options)
 
 
-@OBJECTIVES.register("dm-trained")
+@register_objective("dm-trained")
 def _dm_trained(options: dict, real: RealData, train: torch.Tensor, experts: Experts, device) -> TrainedDistributionMatching:
     return _call("objective.dm-trained", TrainedDistributionMatching, train, real.train.labels, experts,
                  num_classes=len(real.classes), device=device, **options)  # fmt: skip
 
 
-@OBJECTIVES.register("dm-dance")
+@register_objective("dm-dance")
 def _dm_dance(options: dict, real: RealData, train: torch.Tensor, experts: Experts, device) -> InterpolatedDistributionMatching:
     return _call("objective.dm-dance", InterpolatedDistributionMatching, train, real.train.labels, experts,
                  num_classes=len(real.classes), device=device, **options)  # fmt: skip
 
 
-@OBJECTIVES.register("dm")
+@register_objective("dm")
 def _dm(options: dict, real: RealData, train: torch.Tensor, experts, device) -> DistributionMatching:
     return _call("objective.dm", DistributionMatching, train, real.train.labels, num_classes=len(real.classes),
                  device=device, **options)  # fmt: skip
@@ -386,9 +401,9 @@ def _run(recipe: dict, out: Path, rank: int, *, data_root, experts_dir, device, 
     init_split = real.subset(items_per_class(recipe), seed=seed)
     init = as_dataset(init_split, preprocessing).tensors[0]
     torch.manual_seed(seed)  # hallucinator and adversary initialisation
-    synthetic = build_synthetic(recipe, real, init, init_split.labels, device)
+    synthetic = create_parameterization(recipe, real, init, init_split.labels, device)
     train = None if recipe["objective"]["kind"] == "mtt" else as_dataset(real.train, preprocessing).tensors[0]  # DM's
-    objective = build_objective(recipe, real, train, experts, device)
+    objective = create_objective(recipe, real, train, experts, device)
     val, test = real_eval_sets(real, preprocessing)
     schedule = Schedule(seed=seed, **recipe["schedule"])
     settings = {k: recipe[k] for k in ("dataset", "ipc", "preprocessing", "parameterization", "objective")}
