@@ -9,7 +9,6 @@ that is not about the user's input keeps its traceback.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import os
 import re
@@ -522,90 +521,50 @@ def _experts(args: argparse.Namespace) -> int:
     return 0
 
 
-def _recorded(metrics, key: str) -> int | None:
-    """A protocol setting from a dataset's recorded metrics (downloaded JSON: checked), else None."""
-    value = metrics.get(key) if isinstance(metrics, dict) else None
-    return value if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 100_000 else None
-
-
 def _evaluate(args: argparse.Namespace) -> None:
-    from .data import REAL_DATASETS, load_real
-    from .evaluate import Protocol, as_dataset, evaluate, real_eval_sets
-    from .factorized import FactorizedDataset
+    from .evaluate import Protocol, SettingError, evaluate, load_evaluation_data
 
-    recorded = None
     with _input_errors("", where=args.name):  # reading the data: every ValueError is about the user's input
-        if args.name in REAL_DATASETS:
-            real = load_real(args.name, data_root=args.data_root)
-            preprocessing = real.fit_preprocessing(args.preprocessing)
-            split = real.train if args.ipc is None else real.subset(args.ipc, seed=args.seed)
-            train = as_dataset(split, preprocessing)
-            what = f"{args.name} {'whole training split' if args.ipc is None else f'random real, IPC {args.ipc}'}"
-            setting = {"train": what, "dataset": args.name, "ipc": args.ipc, "preprocessing": args.preprocessing}
-            lr = args.lr
-        else:
-            train = FactorizedDataset.from_pretrained(args.name, revision=args.revision, device=args.device,
-                                                      pairing=args.pairing, soft_labels=not args.hard_labels)  # fmt: skip
-            name = args.dataset or train.provenance.get("dataset")
-            if not isinstance(name, str):
-                raise UsageError("--dataset: say which real dataset to test on (none recorded in the dataset)")
-            real = load_real(name, data_root=args.data_root)
-            if real.image_shape != train.hallucinators.image_shape:
-                raise UsageError(f"--dataset: {args.name} makes {train.hallucinators.image_shape} images, "
-                                 f"{name} has {real.image_shape}")  # fmt: skip
-            preprocessing = train.preprocessing
-            setting = {"train": f"{args.name} ({len(train)} items, pairing {args.pairing})", "dataset": name,
-                       "preprocessing": preprocessing.kind, "learned_lr": train.learned_lr}  # fmt: skip
-            lr = args.lr if args.lr is not None else train.learned_lr
-            recorded = train.provenance.get("metrics")  # downloaded JSON: every use checks types
-        val, test = real_eval_sets(real, preprocessing)
-    args.runs = args.runs if args.runs is not None else _recorded(recorded, "runs") or 5
-    args.epochs = args.epochs if args.epochs is not None else _recorded(recorded, "epochs") or 1000
-    protocol = Protocol(epochs=args.epochs, batch_size=args.batch_size, lr=lr if lr is not None else 0.01,
+        try:
+            data = load_evaluation_data(args.name, dataset=args.dataset, ipc=args.ipc, preprocessing=args.preprocessing,
+                                        seed=args.seed, lr=args.lr, data_root=args.data_root, revision=args.revision,
+                                        device=args.device, pairing=args.pairing, soft_labels=not args.hard_labels)  # fmt: skip
+        except SettingError as err:
+            raise UsageError(f"--{err.setting}: {err}") from None
+    args.runs, args.epochs = data.runs(args.runs), data.epochs(args.epochs)
+    protocol = Protocol(epochs=args.epochs, batch_size=args.batch_size, lr=data.lr if data.lr is not None else 0.01,
                         dsa=not args.no_dsa, curve_points=args.curve_points)  # fmt: skip
     if args.models:
-        return _cross_architecture(args, train, val, test, real, preprocessing, protocol, setting, lr, recorded)
-    report = evaluate(train, test, num_classes=len(real.classes), model=args.model, runs=args.runs, protocol=protocol,
-                      val=val, seed=args.seed, device=args.device, setting=setting)  # fmt: skip
-    stem = Path(str(args.name)).name + (f"-ipc{args.ipc}" if args.ipc else "")
-    paths = report.save(args.output or Path("evaluation") / f"{stem}-{args.model}")
-    print(f"{setting['train']}, {args.model}, {args.epochs} epochs: {report}")
-    if isinstance(recorded, dict) and isinstance(recorded.get("test_accuracy"), (int, float)):
-        std = recorded.get("test_accuracy_std")
-        std = f" +- {100 * std:.2f}" if isinstance(std, (int, float)) else ""
-        print(f"the dataset's card records {100 * recorded['test_accuracy']:.2f}{std} "
-              f"({recorded.get('runs', '?')} runs x {recorded.get('epochs', '?')} epochs)")  # fmt: skip
+        return _cross_architecture(args, data, protocol)
+    report = evaluate(data.train, data.test, num_classes=len(data.real.classes), model=args.model, runs=args.runs,
+                      protocol=protocol, val=data.val, seed=args.seed, device=args.device, setting=data.setting)  # fmt: skip
+    paths = report.save(args.output or Path("evaluation") / f"{_stem(args)}-{args.model}")
+    print(f"{data.setting['train']}, {args.model}, {args.epochs} epochs: {report}")
+    if recorded := data.recorded_accuracy():
+        print(f"the dataset's card records {recorded}")
     print("wrote " + ", ".join(map(str, paths)))
 
 
-def _cross_architecture(args, train, val, test, real, preprocessing, protocol, setting, lr, recorded) -> None:
-    from .cross_architecture import evaluate_table, image_scale, random_real_baseline
+def _stem(args: argparse.Namespace) -> str:
+    """The default output folder's name: the dataset's, and the real subset's size."""
+    return Path(str(args.name)).name + (f"-ipc{args.ipc}" if args.ipc else "")
 
-    models, grid = args.models, args.lr_grid  # checked by _check_evaluate
-    # the network the data was distilled for: the one its card was measured with (learned lr)
-    own_model = recorded.get("model") if isinstance(recorded, dict) and recorded.get("model") in models else None
-    own_model = own_model or ("ConvNet" if lr is not None and "ConvNet" in models else None)
-    own = {own_model: lr} if own_model is not None and lr is not None else {}
-    lr_epochs = args.lr_epochs if args.lr_epochs is not None else max(1, args.epochs // 5)
-    scale = image_scale(train, val)
-    table = {"protocol": {**dataclasses.asdict(protocol), "lr": None}, "lr_grid": list(grid), "lr_epochs": lr_epochs,
-             "runs": args.runs, "seed": args.seed, "image_scale": scale}  # fmt: skip
-    baseline = None
-    if args.baseline:  # a factorized dataset (_check_evaluate)
-        ipc = math.floor(train.storage.equivalent_ipc + 1e-9)
-        if ipc < 1:
-            raise UsageError(f"--baseline: {args.name} stores less than one real image per class; no baseline to compare")
-        baseline = (random_real_baseline(real, preprocessing, ipc, seed=args.seed), f"random real, IPC {ipc}")
-        table["baseline_data"] = {"kind": "random real", "images_per_class": ipc, "equivalent_ipc": train.storage.equivalent_ipc}
-    stem = Path(str(args.name)).name + (f"-ipc{args.ipc}" if args.ipc else "")
-    folder = args.output or Path("evaluation") / f"{stem}-cross-architecture"
+
+def _cross_architecture(args: argparse.Namespace, data, protocol) -> None:
+    from .cross_architecture import evaluate_across_architectures
+    from .evaluate import SettingError
+
+    folder = args.output or Path("evaluation") / f"{_stem(args)}-cross-architecture"
     with _input_errors(folder):  # what it says of a progress.json from another setting
-        report = evaluate_table(train, test, val, folder=folder, setting=setting, table=table, distilled_with=own_model,
-                                own=own, baseline=baseline, resume=args.resume, num_classes=len(real.classes),
-                                models=models, runs=args.runs, protocol=protocol, grid=grid, lr_epochs=lr_epochs,
-                                seed=args.seed, device=args.device)  # fmt: skip
-    print(f"{setting['train']}: {args.runs} run(s) x {args.epochs} epochs per network; lr of the other networks chosen "
-          f"on the validation split from {list(grid)} ({lr_epochs} epochs each)")  # fmt: skip
+        try:
+            report = evaluate_across_architectures(data, protocol, models=args.models, folder=folder, runs=args.runs,
+                                                   grid=args.lr_grid, lr_epochs=args.lr_epochs, baseline=bool(args.baseline),
+                                                   resume=args.resume, seed=args.seed, device=args.device)  # fmt: skip
+        except SettingError as err:
+            raise UsageError(f"--{err.setting}: {err}") from None
+    grid, lr_epochs, scale = report.setting["lr_grid"], report.setting["lr_epochs"], report.setting["image_scale"]
+    print(f"{data.setting['train']}: {args.runs} run(s) x {args.epochs} epochs per network; lr of the other networks chosen "
+          f"on the validation split from {grid} ({lr_epochs} epochs each)")  # fmt: skip
     print(report.table())
     if not 0.1 <= scale <= 10:
         print(f"note: the images' standard deviation is {scale:.3g}x the real images'; networks without normalisation "

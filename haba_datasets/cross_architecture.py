@@ -12,21 +12,21 @@ import json
 import math
 import statistics
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from .data import RealData
-from .evaluate import Protocol, Report, as_dataset, evaluate, train_and_test
+from .evaluate import EvaluationData, Protocol, Report, SettingError, as_dataset, evaluate, train_and_test
 from .fileformat import FormatError, read_json, write_file
 from .preprocessing import Preprocessing
 from .viz import new_figure, save_png
 
 __all__ = [
-    "LR_GRID", "CrossArchitectureReport", "NetworkResult", "card_summary", "choose_lr", "evaluate_networks",
-    "evaluate_table", "image_scale", "random_real_baseline",
+    "LR_GRID", "CrossArchitectureReport", "NetworkResult", "card_summary", "choose_lr", "evaluate_across_architectures",
+    "evaluate_networks", "evaluate_table", "image_scale", "random_real_baseline",
 ]
 
 #: Learning rates tried on the validation split for a network that has none of its own.
@@ -302,3 +302,37 @@ def _cell(r: NetworkResult) -> str:
 
 def _lr(r: NetworkResult) -> str:
     return "-" if r.lr is None else f"{r.lr:g} ({r.lr_source})"
+
+
+def evaluate_across_architectures(data: EvaluationData, protocol: Protocol, *, models: list[str], folder: str | Path,
+                                  runs: int, grid: tuple[float, ...] = LR_GRID, lr_epochs: int | None = None,
+                                  baseline: bool = False, resume: bool = False, seed: int = 0,
+                                  device: torch.device | str | None = None) -> CrossArchitectureReport:  # fmt: skip
+    """``haba-datasets evaluate NAME --models ...``: :func:`evaluate_table` on ``data``.
+
+    The network the data was distilled for (the one its card was measured with, else ConvNet when
+    ``data`` has an lr) trains at ``data.lr``; the others at the lr of ``grid`` best on the
+    validation split after ``lr_epochs`` (default: a fifth of the protocol's epochs). With
+    ``baseline`` the networks also train on random real images of the same storage (a factorized
+    dataset's; :class:`~haba_datasets.evaluate.SettingError` if it stores less than one image per
+    class). The report's setting records the lr search and the images' scale (:func:`image_scale`).
+    """
+    recorded, lr = data.recorded, data.lr
+    own_model = recorded.get("model") if isinstance(recorded, dict) and recorded.get("model") in models else None
+    own_model = own_model or ("ConvNet" if lr is not None and "ConvNet" in models else None)
+    own = {own_model: lr} if own_model is not None and lr is not None else {}
+    lr_epochs = lr_epochs if lr_epochs is not None else max(1, protocol.epochs // 5)
+    table = {"protocol": {**asdict(protocol), "lr": None}, "lr_grid": list(grid), "lr_epochs": lr_epochs, "runs": runs,
+             "seed": seed, "image_scale": image_scale(data.train, data.val)}  # fmt: skip
+    control = None
+    if baseline:
+        storage = data.train.storage
+        ipc = math.floor(storage.equivalent_ipc + 1e-9)
+        if ipc < 1:
+            raise SettingError("baseline", f"{data.name} stores less than one real image per class; no baseline to compare")
+        control = (random_real_baseline(data.real, data.preprocessing, ipc, seed=seed), f"random real, IPC {ipc}")
+        table["baseline_data"] = {"kind": "random real", "images_per_class": ipc, "equivalent_ipc": storage.equivalent_ipc}
+    return evaluate_table(data.train, data.test, data.val, folder=folder, setting=data.setting, table=table,
+                          distilled_with=own_model, own=own, baseline=control, resume=resume,
+                          num_classes=len(data.real.classes), models=models, runs=runs, protocol=protocol, grid=grid,
+                          lr_epochs=lr_epochs, seed=seed, device=device)  # fmt: skip

@@ -22,7 +22,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from .augment import DSA
-from .data import RealData, Split
+from .data import REAL_DATASETS, RealData, Split, load_real
+from .errors import HabaError
+from .factorized import FactorizedDataset
 from .fileformat import write_file
 from .nets import create_net
 from .preprocessing import Preprocessing
@@ -30,8 +32,8 @@ from .progress import progress_bar
 from .viz import new_figure, save_png
 
 __all__ = [
-    "Protocol", "Report", "RunResult", "accuracy", "as_dataset", "diverged", "evaluate", "real_eval_sets",
-    "train_and_test", "train_epoch",
+    "EvaluationData", "Protocol", "Report", "RunResult", "SettingError", "accuracy", "as_dataset", "diverged", "evaluate",
+    "load_evaluation_data", "real_eval_sets", "recorded_setting", "train_and_test", "train_epoch",
 ]
 
 
@@ -298,3 +300,88 @@ def evaluate(
     info = {"model": model, "protocol": asdict(protocol), "seed": seed, "environment": environment, "labels": labels,
             **(setting or {})}  # fmt: skip
     return Report(info, results, time.perf_counter() - start)
+
+
+class SettingError(HabaError, ValueError):
+    """A setting that does not fit the data (``setting`` names it, e.g. ``"dataset"``)."""
+
+    def __init__(self, setting: str, message: str) -> None:
+        super().__init__(message)
+        self.setting = setting
+
+
+def recorded_setting(metrics, key: str) -> int | None:
+    """A protocol setting (``runs``, ``epochs``) from a dataset's recorded metrics (downloaded JSON:
+    checked), else None."""
+    value = metrics.get(key) if isinstance(metrics, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 100_000 else None
+
+
+@dataclass
+class EvaluationData:
+    """What ``haba-datasets evaluate NAME`` trains on (``train``) and tests on, and what it knows of them."""
+
+    name: str
+    train: Dataset
+    real: RealData
+    preprocessing: Preprocessing
+    val: Dataset
+    test: Dataset
+    setting: dict  # what the report records of the training data
+    lr: float | None  # the lr asked for, else a factorized dataset's learned lr
+    recorded: dict | None = None  # a factorized dataset's recorded metrics (downloaded JSON: unchecked)
+
+    def runs(self, runs: int | None = None) -> int:
+        """``runs`` if given, else the protocol recorded in the dataset's metrics, else 5."""
+        return runs if runs is not None else recorded_setting(self.recorded, "runs") or 5
+
+    def epochs(self, epochs: int | None = None) -> int:
+        """``epochs`` if given, else the protocol recorded in the dataset's metrics, else 1000."""
+        return epochs if epochs is not None else recorded_setting(self.recorded, "epochs") or 1000
+
+    def recorded_accuracy(self) -> str | None:
+        """What the dataset's card records (``"56.31 +- 0.16 (3 runs x 500 epochs)"``), if anything."""
+        recorded = self.recorded
+        if not (isinstance(recorded, dict) and isinstance(recorded.get("test_accuracy"), (int, float))):
+            return None
+        std = recorded.get("test_accuracy_std")
+        std = f" +- {100 * std:.2f}" if isinstance(std, (int, float)) else ""
+        return f"{100 * recorded['test_accuracy']:.2f}{std} ({recorded.get('runs', '?')} runs x {recorded.get('epochs', '?')} epochs)"
+
+
+def load_evaluation_data(name: str, *, dataset: str | None = None, ipc: int | None = None, preprocessing: str = "normalize",
+                         seed: int = 0, lr: float | None = None, data_root: str | Path | None = None,
+                         revision: str | None = None, device=None, pairing: str = "random",
+                         soft_labels: bool = True) -> EvaluationData:  # fmt: skip
+    """The training set ``name`` and the real data it is tested on.
+
+    A real dataset's name (:data:`~haba_datasets.data.REAL_DATASETS`) trains on its whole training
+    split, or on ``ipc`` random images per class, in ``preprocessing`` fitted on that split.
+    Anything else is a factorized dataset (folder, Hub repo id or zoo name, ``revision``,
+    ``pairing``, ``soft_labels``) tested on ``dataset`` (default: the real dataset its provenance
+    names) in its own preprocessing, at ``lr`` or its learned lr. Raises :class:`SettingError` when
+    no real dataset is known or its images have another shape.
+    """
+    recorded = None
+    if name in REAL_DATASETS:
+        real = load_real(name, data_root=data_root)
+        prep = real.fit_preprocessing(preprocessing)
+        train = as_dataset(real.train if ipc is None else real.subset(ipc, seed=seed), prep)
+        what = f"{name} {'whole training split' if ipc is None else f'random real, IPC {ipc}'}"
+        setting = {"train": what, "dataset": name, "ipc": ipc, "preprocessing": preprocessing}
+    else:
+        train = FactorizedDataset.from_pretrained(name, revision=revision, device=device, pairing=pairing,
+                                                  soft_labels=soft_labels)  # fmt: skip
+        dataset = dataset or train.provenance.get("dataset")
+        if not isinstance(dataset, str):
+            raise SettingError("dataset", "say which real dataset to test on (none recorded in the dataset)")
+        real = load_real(dataset, data_root=data_root)
+        if real.image_shape != train.hallucinators.image_shape:
+            raise SettingError("dataset", f"{name} makes {train.hallucinators.image_shape} images, {dataset} has {real.image_shape}")
+        prep = train.preprocessing
+        setting = {"train": f"{name} ({len(train)} items, pairing {pairing})", "dataset": dataset,
+                   "preprocessing": prep.kind, "learned_lr": train.learned_lr}  # fmt: skip
+        lr = lr if lr is not None else train.learned_lr
+        recorded = train.provenance.get("metrics")
+    val, test = real_eval_sets(real, prep)
+    return EvaluationData(name, train, real, prep, val, test, setting, lr, recorded)

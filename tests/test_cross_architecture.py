@@ -3,6 +3,8 @@ tiny sets, the random real baseline of the same storage, the table and the CLI."
 
 import json
 import math
+from dataclasses import replace
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -12,10 +14,11 @@ from torch.utils.data import TensorDataset
 from haba_datasets import FactorizedDataset, create_hallucinators
 from haba_datasets.cli import main
 from haba_datasets import cross_architecture
-from haba_datasets.cross_architecture import (CrossArchitectureReport, NetworkResult, card_summary, choose_lr, evaluate_table,
+from haba_datasets.cross_architecture import (CrossArchitectureReport, NetworkResult, card_summary, choose_lr,
+                                              evaluate_across_architectures, evaluate_table,
                                               image_scale, random_real_baseline)
 from haba_datasets.data import load_real
-from haba_datasets.evaluate import Protocol, Report, RunResult, diverged, train_and_test
+from haba_datasets.evaluate import EvaluationData, Protocol, Report, RunResult, SettingError, diverged, train_and_test
 from tests.helpers import COLORS, easy, make_dataset
 
 PROTOCOL = Protocol(epochs=12, batch_size=16, curve_points=0, dsa=False)
@@ -210,3 +213,24 @@ def test_the_card_records_the_table_with_its_protocol_and_command(tmp_path):
     assert "| VGG11 | 0.01 (validation) | diverged | 20.00 +- 0.00 | - |" in card
     assert "2 run(s) x 200 epochs per network" in card and "`haba-datasets evaluate tiny --models X`" in card
     assert "- cross_architecture:" not in card  # its own section, not a provenance line
+
+
+def test_evaluate_across_architectures_trains_the_cards_network_at_the_data_lr_and_searches_the_others(tmp_path):
+    """The library side of ``evaluate --models``: which network is the data's own, the lr search, the baseline's size."""
+    data = EvaluationData("easy", easy(5, 0), SimpleNamespace(classes=COLORS), None, easy(10, 2), easy(10, 1),
+                          {"train": "easy"}, 0.02, {"model": "ConvNetW32"})  # fmt: skip
+    protocol = Protocol(epochs=5, batch_size=16, curve_points=1)
+    report = evaluate_across_architectures(data, protocol, models=["ConvNetW32", "ConvNetBN"], folder=tmp_path / "table",
+                                           runs=1, grid=(0.01, 0.03))  # fmt: skip
+    assert report.distilled_with == "ConvNetW32" and report.baseline is None
+    assert report.setting["lr_epochs"] == 1 and report.setting["lr_grid"] == [0.01, 0.03] and report.setting["runs"] == 1
+    lrs = {r.model: (r.lr, r.lr_source) for r in report.networks}
+    assert lrs["ConvNetW32"] == (0.02, "learned") and lrs["ConvNetBN"][0] in (0.01, 0.03) and lrs["ConvNetBN"][1] == "validation"
+    bank = create_hallucinators("haba-conv-up", 2, (3, 4, 4), (3, 16, 16))
+    classes = [f"c{i}" for i in range(10)]
+    small = FactorizedDataset(torch.randn(10, 3, 4, 4), torch.arange(10), bank, classes, device="cpu")
+    assert small.storage.equivalent_ipc < 1
+    with pytest.raises(SettingError, match="small stores less than one real image per class") as err:
+        evaluate_across_architectures(replace(data, name="small", train=small), protocol, models=["ConvNetW32"],
+                                      folder=tmp_path / "baseline", runs=1, baseline=True)  # fmt: skip
+    assert err.value.setting == "baseline" and not (tmp_path / "baseline").exists()

@@ -8,7 +8,7 @@ from torch.utils.data import TensorDataset
 from haba_datasets import FactorizedDataset, Normalize, create_hallucinators
 from haba_datasets.cli import main
 from haba_datasets.data import load_real
-from haba_datasets.evaluate import Protocol, Report, RunResult, as_dataset, evaluate
+from haba_datasets.evaluate import Protocol, Report, RunResult, SettingError, as_dataset, evaluate, load_evaluation_data
 from tests.helpers import COLORS, easy, tiny_real
 
 
@@ -109,3 +109,26 @@ def test_cli_evaluates_a_factorized_dataset_with_its_learned_lr(colors, capsys):
     capsys.readouterr()
     assert main(["evaluate", str(colors / "anon"), "--data-root", str(colors), "--epochs", "1"]) == 2
     assert "error: --dataset: say which real dataset to test on" in capsys.readouterr().err
+
+
+def test_load_evaluation_data_reads_a_real_subset_or_a_factorized_dataset_and_what_it_records(colors):
+    """The library side of ``evaluate``: the training set, the real splits, the lr and the recorded protocol."""
+    subset = load_evaluation_data("colors", ipc=5, data_root=colors, lr=0.05)
+    assert subset.setting == {"train": "colors random real, IPC 5", "dataset": "colors", "ipc": 5, "preprocessing": "normalize"}
+    assert len(subset.train) == 15 and subset.lr == 0.05 and len(subset.test) == 60 and subset.preprocessing.kind == "normalize"
+    assert (subset.runs(), subset.epochs(), subset.runs(2), subset.epochs(9)) == (5, 1000, 2, 9) and subset.recorded_accuracy() is None
+    real = load_real("colors", data_root=colors)
+    norm = real.fit_preprocessing("normalize")
+    pick = real.subset(2, seed=0)
+    bank = create_hallucinators("haba-conv", 2, (3, 16, 16), (3, 16, 16), init="identity")
+    metrics = {"runs": 2, "epochs": "many", "test_accuracy": 0.5}  # not a count: the default stands
+    FactorizedDataset(norm(pick.floats()), pick.labels, bank, COLORS, preprocessing=norm, device="cpu", learned_lr=0.02,
+                      provenance={"dataset": "colors", "metrics": metrics}).save_pretrained(colors / "fact")  # fmt: skip
+    data = load_evaluation_data(str(colors / "fact"), data_root=colors, pairing="all")
+    assert data.lr == 0.02 and len(data.train) == 12 and data.setting["train"] == f"{colors / 'fact'} (12 items, pairing all)"
+    assert (data.runs(), data.epochs()) == (2, 1000) and data.recorded_accuracy() == "50.00 (2 runs x many epochs)"
+    assert load_evaluation_data(str(colors / "fact"), data_root=colors, lr=0.1).lr == 0.1
+    with pytest.raises(SettingError, match="none recorded") as err:
+        FactorizedDataset(norm(pick.floats()), pick.labels, bank, COLORS, preprocessing=norm, device="cpu").save_pretrained(colors / "anon")
+        load_evaluation_data(str(colors / "anon"), data_root=colors)
+    assert err.value.setting == "dataset"
