@@ -261,3 +261,17 @@ def test_mtt_step_size_is_clipped(experts):
     objective.after_step()
     assert objective.learned_lr == pytest.approx(0.001)
     assert synthetic.num_items == 6
+
+
+@pytest.mark.slow
+def test_compiled_networks_give_the_eager_loss_and_gradients(ends):
+    """``compile=True`` (torch.compile of both networks) changes the speed, not the result."""
+    losses, grads = [], []
+    for compiled in (False, True):
+        syn = synthetic("plain")
+        loss, _ = objective(ends, compile=compiled).loss(syn, torch.Generator().manual_seed(3))
+        loss.backward()
+        losses.append(loss.item())
+        grads.append(syn.images.grad.clone())
+    assert losses[1] == pytest.approx(losses[0], rel=1e-4)
+    assert torch.allclose(grads[1], grads[0], rtol=1e-3, atol=1e-6)
