@@ -27,26 +27,17 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).parent))
 from _report import write_section  # noqa: E402
-
-CLASSES = [str(c) for c in range(10)]
-SHAPE = (3, 32, 32)
+from distill_step import CLASSES, SHAPE, RandomTrajectories  # noqa: E402
 
 
-class RandomEnds:
-    """Stands in for :class:`~haba_datasets.distill.experts.Experts`: two random states of the recipe's net."""
-
-    folder = "random"
+class RandomEnds(RandomTrajectories):
+    """Stands in for :class:`~haba_datasets.distill.experts.Experts` kept with ``keep="ends"``: random states."""
 
     def __init__(self, experts: dict) -> None:
-        self.config = {"net": "ConvNet", "net_options": experts.get("net_options", {}), "keep": "ends"}
+        super().__init__(1, experts.get("net_options", {}))
+        self.config = {"net": "ConvNet", "net_options": self.net_options, "keep": "ends"}
         self.ids = list(range(experts["count"]))
-        size = sum(p.numel() for p in self.create_net().parameters())
-        self._ends = [(torch.randn(size) * 0.01, torch.randn(size) * 0.01) for _ in self.ids]
-
-    def create_net(self):
-        from haba_datasets.nets import create_net
-
-        return create_net("ConvNet", SHAPE[0], len(CLASSES), SHAPE[1], **self.config["net_options"])
+        self._ends = [(torch.randn(self._rows.shape[1]) * 0.01, torch.randn(self._rows.shape[1]) * 0.01) for _ in self.ids]
 
     def ends(self, expert: int):
         return self._ends[expert]

@@ -72,26 +72,24 @@ def _int(low: int, high: int):
     return parse
 
 
-def _lr(text: str) -> float:
-    """An argparse type: a learning rate (a positive finite number)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"takes a positive number such as 0.01, got {text!r}") from None
-    if not (math.isfinite(value) and 0 < value <= MAX_LR):
-        raise argparse.ArgumentTypeError(f"must be a number above 0 and at most {MAX_LR:g}, got {text}")
-    return value
+def _float(accept, how: str, needed: str):
+    """An argparse type: a finite number that ``accept`` takes (``how``: an example; ``needed``: the range)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"takes {how}, got {text!r}") from None
+        if not (math.isfinite(value) and accept(value)):
+            raise argparse.ArgumentTypeError(f"{needed}, got {text}")
+        return value
+
+    return parse
 
 
-def _fraction(text: str) -> float:
-    """An argparse type: a number in ``[0, 1)`` (momentum, weight decay)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"takes a number in [0, 1) such as 0.9, got {text!r}") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"takes a number in [0, 1), got {text}")
-    return value
+#: A learning rate; a momentum or weight decay.
+_lr = _float(lambda v: 0 < v <= MAX_LR, "a positive number such as 0.01", f"must be a number above 0 and at most {MAX_LR:g}")
+_fraction = _float(lambda v: 0 <= v < 1, "a number in [0, 1) such as 0.9", "takes a number in [0, 1)")
 
 
 def _device(text: str) -> str:

@@ -223,7 +223,19 @@ def class_means(x: torch.Tensor, rows: torch.Tensor, sizes: torch.Tensor) -> tor
     return summed / sizes.clamp(min=1).view(-1, *[1] * (x.dim() - 1))
 
 
-class TrainedDistributionMatching(DistributionMatching):
+class _ExpertDistributionMatching(DistributionMatching):
+    """DM whose networks come from ``experts`` (their architecture; at least one finished)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, experts: Experts, *, num_classes: int, batch_real: int,
+                 augment: DSA | None, device: torch.device | str) -> None:  # fmt: skip
+        config = experts.config
+        super().__init__(images, labels, num_classes=num_classes, net=config["net"], net_options=config["net_options"],
+                         batch_real=batch_real, augment=augment, device=device)  # fmt: skip
+        if not experts.ids:
+            raise ValueError(f"no finished expert in {experts.folder}")
+
+
+class TrainedDistributionMatching(_ExpertDistributionMatching):
     """DM under networks partly trained on real data instead of freshly initialised ones.
 
     Each call embeds with an expert (of ``experts``, chosen at random) after a random epoch in
@@ -244,12 +256,10 @@ class TrainedDistributionMatching(DistributionMatching):
         augment: DSA | None = None,
         device: torch.device | str = "cpu",
     ) -> None:
-        config = experts.config
-        super().__init__(images, labels, num_classes=num_classes, net=config["net"], net_options=config["net_options"],
-                         batch_real=batch_real, augment=augment, device=device)  # fmt: skip
-        if not experts.ids:
-            raise ValueError(f"no finished expert in {experts.folder}")
+        super().__init__(images, labels, experts, num_classes=num_classes, batch_real=batch_real, augment=augment,
+                         device=device)  # fmt: skip
         _need_trajectories(experts)
+        config = experts.config
         if not 0 <= max_epoch <= config["epochs"]:
             raise ValueError(f"max_epoch must be within the experts' 0 .. {config['epochs']} epochs, got {max_epoch}")
         self.experts, self.max_epoch = experts, max_epoch
@@ -265,7 +275,7 @@ class TrainedDistributionMatching(DistributionMatching):
 DISTANCES = ("mean", "cf")
 
 
-class InterpolatedDistributionMatching(DistributionMatching):
+class InterpolatedDistributionMatching(_ExpertDistributionMatching):
     """DM under interpolated expert networks, with a calibration term (DANCE; NCFM's distance as an option).
 
     Each call picks an expert (trained on the real data, see
@@ -300,11 +310,8 @@ class InterpolatedDistributionMatching(DistributionMatching):
         augment: DSA | None = None,
         device: torch.device | str = "cpu",
     ) -> None:
-        config = experts.config
-        super().__init__(images, labels, num_classes=num_classes, net=config["net"], net_options=config["net_options"],
-                         batch_real=batch_real, augment=augment, device=device)  # fmt: skip
-        if not experts.ids:
-            raise ValueError(f"no finished expert in {experts.folder}")
+        super().__init__(images, labels, experts, num_classes=num_classes, batch_real=batch_real, augment=augment,
+                         device=device)  # fmt: skip
         if distance not in DISTANCES:
             raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
         if not (calibration >= 0 and math.isfinite(calibration)) or not 0 <= alpha <= 1 or num_freqs < 1:
