@@ -14,7 +14,7 @@
 #   4. benchmarks/distill_step.py on the device (the paper's IPC 10 settings; QUICK: the cpu case, IPC 1);
 #   5. benchmarks/dm_step.py on the device (dm-dance against DM, eager and compiled);
 #   6. a real dataset: fashion_mnist-ipc10's gpu-dance profile distilled end to end (experts on the device),
-#      the dataset folder and its summary kept as dance-dataset.tgz (QUICK: 20 iterations).
+#      the dataset folder and its summary kept as dance-dataset.tgz (QUICK: 4 iterations, one narrow expert).
 # Everything goes to $OUT: environment.txt, tests.txt, synthesis.md, distill_step.md, dm_step.md, dance.txt,
 # dance-dataset.tgz, summary.txt.
 set -uo pipefail
@@ -43,17 +43,22 @@ if [[ $QUICK == 1 ]]; then
     step synthesis 120 synthesis.md python benchmarks/synthesis.py --device "$device" --ipc 1 --repeats 1 --seconds 0.2
     step distill_step 90 distill_step.md python benchmarks/distill_step.py --device "$device" --cases cpu --ipc 1 \
         --parameterizations haba --unrolls full --no-dm --variants after --rounds 1 --iterations 1
+    step dm_step 90 dm_step.md python benchmarks/dm_step.py --device "$device" --ipc 10 --parameterizations plain \
+        --variants eager --rounds 1 --iterations 1
+    # the dance step's pipeline on a small scale: one narrow expert, a few iterations, eager networks
+    sets=(--set schedule.iterations=4 --set schedule.eval_every=2 --set schedule.eval_epochs=1 --set evaluation.epochs=1
+          --set experts.epochs=1 --set experts.count=1 --set experts.net_options.width=16
+          --set objective.dm-dance.compile=false)
 else
     step synthesis 45 synthesis.md python benchmarks/synthesis.py --device "$device" --ipc 10 --repeats 5
     step distill_step 90 distill_step.md python benchmarks/distill_step.py --device "$device" --cases paper --ipc 1 10 \
         --variants after --rounds 1 --iterations 2
+    step dm_step 60 dm_step.md python benchmarks/dm_step.py --device "$device" --variants eager compile --rounds 2 \
+        --iterations 3
+    sets=()
 fi
-step dm_step 60 dm_step.md python benchmarks/dm_step.py --device "$device" --variants eager compile --rounds 2 \
-    --iterations $([[ $QUICK == 1 ]] && echo 1 || echo 3) $([[ $QUICK == 1 ]] && echo "--ipc 10 --parameterizations haba")
 if [[ -d ${DATA_ROOT:-} ]]; then
-    run="$OUT/dance-run" sets=()
-    [[ $QUICK == 1 ]] && sets=(--set schedule.iterations=20 --set schedule.eval_every=10 --set schedule.eval_epochs=2
-                               --set evaluation.epochs=2 --set experts.epochs=1 --set experts.count=1)
+    run="$OUT/dance-run"
     step dance 330 dance.txt python -m haba_datasets.cli distill recipes/fashion_mnist-ipc10.yaml --profile gpu-dance \
         --data-root "$DATA_ROOT" --device "$device" -o "$run" "${sets[@]}"
     # the finished dataset, or (stopped at the limit) the best one validated so far

@@ -64,13 +64,22 @@ def test_the_prepared_device_check_runs_its_cpu_fallback(tmp_path):
     from pathlib import Path
 
     root = Path(__file__).parent.parent
-    env = {**os.environ, "OUT": str(tmp_path), "QUICK": "1", "OMP_NUM_THREADS": "1"}
+    data = os.environ.get("HABA_DATA_ROOT")  # with real data, the dance step runs too (Fashion-MNIST, 4 iterations)
+    env = {**os.environ, "OUT": str(tmp_path), "QUICK": "1", "OMP_NUM_THREADS": "1", "DATA_ROOT": data or ""}
     done = subprocess.run(["bash", str(root / "benchmarks" / "device_check.sh")], env=env, capture_output=True, text=True,
                           timeout=600)  # fmt: skip
     assert done.returncode == 0, done.stderr
     summary = (tmp_path / "summary.txt").read_text().splitlines()
-    assert [line.split(":")[0] for line in summary] == ["environment", "tests", "synthesis", "distill_step"]
+    assert [line.split(":")[0] for line in summary] == ["environment", "tests", "synthesis", "distill_step", "dm_step",
+                                                        *(["dance"] if data else [])]  # fmt: skip
     assert all(": rc 0," in line for line in summary), summary
     assert "passed" in (tmp_path / "tests.txt").read_text()
     assert "(a) speed-up of the batched path" in (tmp_path / "synthesis.md").read_text()
     assert "| cpu | 1 | MTT, full unroll |" in (tmp_path / "distill_step.md").read_text()
+    assert "| 10 | plain | 100 | 32 | 128 | dm-dance | eager |" in (tmp_path / "dm_step.md").read_text()
+    if data:
+        import tarfile
+
+        with tarfile.open(tmp_path / "dance-dataset.tgz") as kept:
+            names = kept.getnames()
+        assert {"dataset/config.json", "summary.json", "log.jsonl"} <= set(names), names
