@@ -236,6 +236,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--experts-dir", type=Path, help="MTT: the preprocessing of these experts (default: fitted again on "
                                                     "the real data, as the run fitted it: DM)")  # fmt: skip
     p.add_argument("--data-root", type=Path, help="local copies of real datasets (default: $HABA_DATA_ROOT)")
+    p = sub.add_parser("study", help="run a study file's named runs in order, resumably (see recipes/studies/)")
+    p.add_argument("study", type=Path, help="a study YAML file")
+    p.add_argument("runs", nargs="*", metavar="RUN", help="the runs to do, in this order (default: every run); "
+                   "RUN:seeds evaluates RUN's dataset with 3 runs x 500 epochs, RUN:keep keeps what an unfinished RUN "
+                   "needs to continue on another machine")  # fmt: skip
+    p.add_argument("--list", action="store_true", help="print each run's name and the command it amounts to; run nothing")
+    p.add_argument("--data-root", type=Path, help="local copies of real datasets (default: $HABA_DATA_ROOT)")
+    p = sub.add_parser("keep-results", help="copy what a reader needs of a run or an evaluation: summary, validation "
+                                            "records, loss means, reports with their curve points")  # fmt: skip
+    p.add_argument("source", type=Path, help="a `distill` run folder or an `evaluate` output folder")
+    p.add_argument("dest", type=Path, help="folder to keep them in")
     p = sub.add_parser("demo", help="tour on a toy task: build, save, load, train, draw, reject a corrupted copy")
     p.add_argument("-o", "--output", type=Path, default=Path("demo-output"))
     p.add_argument("--epochs", type=_int(1, MAX_EPOCHS), default=30)
@@ -404,6 +415,14 @@ def _run(args: argparse.Namespace) -> int:
         print(f"wrote {args.state}")
     elif args.command == "restore-state":
         _restore_state(args)
+    elif args.command == "keep-results":
+        from .distill.study import keep_results
+
+        with _input_errors(args.source):  # neither a run nor an evaluation
+            keep_results(args.source, args.dest)
+        print(f"wrote {args.dest}")
+    elif args.command == "study":
+        _study(args)
     elif args.command == "demo":
         from .demo import run_demo
 
@@ -434,6 +453,21 @@ def _zoo(args: argparse.Namespace) -> None:
             path = record(args.name, args.report) if args.zoo_command == "record" else \
                 record_cross(args.name, args.report, args.command_line)  # fmt: skip
     print(f"wrote {path}")
+
+
+def _study(args: argparse.Namespace) -> None:
+    from .distill.study import load_study
+
+    with _input_errors(args.study):  # what the study file says wrong, or a run it does not have
+        study = load_study(args.study)
+        names = study.run_names(args.runs)
+    for name in names:
+        if args.list:
+            print(f"{name}\t{study.command(name)}")
+            continue
+        with _input_errors(args.study, study.runs_dir, study.experts_dir, "parameterization.", "objective.",
+                           "recipe section", *_NET_ERRORS):  # fmt: skip
+            print(study.run(name, data_root=args.data_root))
 
 
 def _restore_state(args: argparse.Namespace) -> None:
@@ -520,7 +554,7 @@ def _experts(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from .evaluate import Protocol, SettingError, evaluate, load_evaluation_data
+    from .evaluate import Protocol, SettingError, load_evaluation_data
 
     with _input_errors("", where=args.name):  # reading the data: every ValueError is about the user's input
         try:
@@ -534,8 +568,7 @@ def _evaluate(args: argparse.Namespace) -> None:
                         dsa=not args.no_dsa, curve_points=args.curve_points)  # fmt: skip
     if args.models:
         return _cross_architecture(args, data, protocol)
-    report = evaluate(data.train, data.test, num_classes=len(data.real.classes), model=args.model, runs=args.runs,
-                      protocol=protocol, val=data.val, seed=args.seed, device=args.device, setting=data.setting)  # fmt: skip
+    report = data.evaluate(protocol, runs=args.runs, model=args.model, seed=args.seed, device=args.device)
     paths = report.save(args.output or Path("evaluation") / f"{_stem(args)}-{args.model}")
     print(f"{data.setting['train']}, {args.model}, {args.epochs} epochs: {report}")
     if recorded := data.recorded_accuracy():

@@ -339,6 +339,13 @@ class EvaluationData:
         """``epochs`` if given, else the protocol recorded in the dataset's metrics, else 1000."""
         return epochs if epochs is not None else recorded_setting(self.recorded, "epochs") or 1000
 
+    def evaluate(self, protocol: Protocol, *, runs: int | None = None, model: str = "ConvNet", seed: int = 0, device=None,
+                 progress: bool = True) -> Report:  # fmt: skip
+        """Train ``runs`` fresh ``model`` networks on :attr:`train` with ``protocol`` (see :func:`evaluate`)."""
+        return evaluate(self.train, self.test, num_classes=len(self.real.classes), model=model, runs=self.runs(runs),
+                        protocol=protocol, val=self.val, seed=seed, device=device, setting=self.setting,
+                        progress=progress)  # fmt: skip
+
     def recorded_accuracy(self) -> str | None:
         """What the dataset's card records (``"56.31 +- 0.16 (3 runs x 500 epochs)"``), if anything."""
         recorded = self.recorded

@@ -19,8 +19,8 @@ while IFS=$'\t' read -r -u 3 name recipe profile experts run out _; do
     [[ -f $run/summary.json ]] || haba-datasets distill "$recipe" --profile "$profile" "${options[@]}" -o "$run" --resume
     haba-datasets zoo bundle "$name" "$run"
     [[ -f $out/report.json ]] || haba-datasets evaluate "$name" --data-root "$root" -o "runs/zoo/evaluation/$name"
-    [[ -f $out/report.json ]] || python recipes/keep_results.py "runs/zoo/evaluation/$name" "$out"
+    [[ -f $out/report.json ]] || haba-datasets keep-results "runs/zoo/evaluation/$name" "$out"
     haba-datasets zoo record "$name" "$out/report.json"
-    python recipes/keep_results.py "$run" "$out/run"
+    haba-datasets keep-results "$run" "$out/run"
 done 3< <(haba-datasets zoo list | grep -v '^#')
 python recipes/tables.py

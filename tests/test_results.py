@@ -69,25 +69,3 @@ def test_each_card_carries_the_recorded_results(name):
     assert prov["cross_architecture"] == card_summary(cross, prov["cross_architecture"]["command"])
     storage = FactorizedDataset.from_pretrained(name, device="cpu").storage
     assert (folder / "README.md").read_text() == dataset_card(config, storage)  # the card's tables come from these
-
-
-def test_keep_results_keeps_a_runs_summary_validation_records_and_curve_points(tmp_path):
-    run = tmp_path / "run"
-    (run / "evaluation").mkdir(parents=True)
-    (run / "summary.json").write_text('{"name": "tiny"}')
-    (run / "log.jsonl").write_text('{"iteration": 0, "val_accuracy": 0.2}\n{"iteration": 1, "loss": 1.0}\n'
-                                   '{"iteration": 2, "loss": 0.5, "val_accuracy": 0.4}\n')
-    curve = [{"epoch": e, "loss": 1 / e, **({"val_accuracy": 0.5} if e == 2 else {})} for e in (1, 2, 3, 4)]
-    report = {"test_accuracy": {"mean": 0.5}, "runs": [{"seed": 0, "curve": curve}]}
-    (run / "evaluation" / "report.json").write_text(json.dumps(report))
-    (run / "progress.png").write_bytes(b"png")
-    subprocess.run([sys.executable, str(ROOT / "recipes" / "keep_results.py"), str(run), str(tmp_path / "kept")], check=True)
-    kept = tmp_path / "kept"
-    assert sorted(p.relative_to(kept).as_posix() for p in kept.rglob("*") if p.is_file()) == [
-        "evaluation/report.json", "losses.jsonl", "summary.json", "validation.jsonl"]
-    assert [json.loads(line)["iteration"] for line in (kept / "validation.jsonl").read_text().splitlines()] == [0, 2]
-    assert [json.loads(line) for line in (kept / "losses.jsonl").read_text().splitlines()] == [
-        {"iterations": [1, 2], "loss": 0.75}]  # the mean of each loss term up to each validation point
-    thinned = json.loads((kept / "evaluation" / "report.json").read_text())
-    assert [p["epoch"] for p in thinned["runs"][0]["curve"]] == [2, 4]  # the validation point and the last epoch
-    assert thinned["test_accuracy"] == report["test_accuracy"]

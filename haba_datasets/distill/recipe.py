@@ -40,8 +40,8 @@ from .parameterizations import HaBa, Parameterization, PlainImages
 
 __all__ = [
     "OBJECTIVES", "PARAMETERIZATIONS", "create_objective", "create_parameterization", "items_per_class",
-    "list_objectives", "list_parameterizations", "load_recipe", "parse_overrides", "register_objective",
-    "register_parameterization", "run_recipe",
+    "list_objectives", "list_parameterizations", "load_recipe", "needs_experts", "parse_overrides", "recipe_experts",
+    "register_objective", "register_parameterization", "run_recipe",
 ]
 
 logger = logging.getLogger(__name__)
@@ -147,17 +147,17 @@ def _safe_yaml(text: str):
         loader.dispose()
 
 
-def _read_yaml(path: Path):
+def _read_yaml(path: Path, what: str = "recipe"):
     """The YAML document in ``path`` (size-limited, UTF-8, bounded aliases); every problem names the file."""
     try:
         if path.stat().st_size > MAX_RECIPE_BYTES:
-            raise ValueError(f"{path.stat().st_size:,} bytes, more than the {MAX_RECIPE_BYTES:,} a recipe may have")
+            raise ValueError(f"{path.stat().st_size:,} bytes, more than the {MAX_RECIPE_BYTES:,} a {what} may have")
         return _safe_yaml(path.read_bytes().decode("utf-8"))
     except UnicodeDecodeError as err:
-        raise ValueError(f"{path}: not UTF-8 text (byte {err.start}); save the recipe as UTF-8") from None
+        raise ValueError(f"{path}: not UTF-8 text (byte {err.start}); save the {what} as UTF-8") from None
     except (OSError, ValueError, yaml.YAMLError, RecursionError) as err:
         reason = err.strerror if isinstance(err, OSError) and err.strerror else " ".join(str(err).split()) or "nested too deeply"
-        raise ValueError(f"{path}: cannot read the recipe ({reason})") from None
+        raise ValueError(f"{path}: cannot read the {what} ({reason})") from None
 
 
 def _check_profiles(path: Path, profiles) -> None:
@@ -214,7 +214,8 @@ def _validate(recipe: dict, path: Path) -> None:
 
 
 def _check_values(section: dict, prefix: str, fail) -> None:
-    """Numbers finite; learning rates positive; momenta and weight decays in [0, 1); counts whole and bounded."""
+    """Numbers finite; learning rates positive (a factor's, ``lr_bases`` or ``lr_hallucinators``, may be 0: frozen);
+    momenta and weight decays in [0, 1); counts whole and bounded."""
     for key, value in section.items():
         where = f"{prefix}{key}"
         if isinstance(value, dict):
@@ -229,7 +230,8 @@ def _check_values(section: dict, prefix: str, fail) -> None:
             if isinstance(value, bool) or not (isinstance(value, (int, float)) and 0 <= value < 1):
                 fail(where, "a number in [0, 1)", value)
         elif isinstance(key, str) and (key == "lr" or key.startswith("lr_")) and not isinstance(value, bool):
-            if not (isinstance(value, (int, float)) and 0 < value <= 1e6):
+            frozen = key in ("lr_bases", "lr_hallucinators") and value == 0
+            if not (isinstance(value, (int, float)) and (0 < value <= 1e6 or frozen)):
                 fail(where, "a positive number", value)
 
 
@@ -354,6 +356,21 @@ def _dm(options: dict, real: RealData, train: torch.Tensor, experts, device) -> 
                  device=device, **options)  # fmt: skip
 
 
+def needs_experts(recipe: dict) -> bool:
+    """Whether the recipe's objective reads experts (mtt, dm-trained, dm-dance)."""
+    return recipe["objective"]["kind"] in _WITH_EXPERTS
+
+
+def recipe_experts(recipe: dict, folder: str | Path, *, data_root: str | Path | None = None, device=None,
+                   progress: bool = True) -> Experts:  # fmt: skip
+    """The experts ``recipe`` asks for in ``folder``: reused, resumed or trained there."""
+    options = dict(recipe["experts"])
+    train_experts(folder, dataset=recipe["dataset"], data_root=data_root, experts=options.pop("count"),
+                  epochs=options.pop("epochs"), preprocessing=recipe["preprocessing"], seed=recipe["seed"], device=device,
+                  progress=progress, **options)  # fmt: skip
+    return Experts.open(folder)
+
+
 def run_recipe(
     recipe: dict,
     out_dir: str | Path,
@@ -388,13 +405,8 @@ def _run(recipe: dict, out: Path, rank: int, *, data_root, experts_dir, device, 
     seed = recipe["seed"]
     real = load_real(recipe["dataset"], data_root=data_root)
     experts = None
-    if recipe["objective"]["kind"] in _WITH_EXPERTS:
-        options = dict(recipe["experts"])
-        folder = Path(experts_dir or out / "experts")
-        train_experts(folder, dataset=recipe["dataset"], data_root=data_root, experts=options.pop("count"),
-                      epochs=options.pop("epochs"), preprocessing=recipe["preprocessing"], seed=seed, device=device,
-                      progress=progress, **options)  # fmt: skip
-        experts = Experts.open(folder)
+    if needs_experts(recipe):
+        experts = recipe_experts(recipe, experts_dir or out / "experts", data_root=data_root, device=device, progress=progress)
         preprocessing = experts.preprocessing
     else:
         preprocessing = real.fit_preprocessing(recipe["preprocessing"])
