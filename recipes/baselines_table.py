@@ -1,4 +1,5 @@
-"""Markdown table of the evaluation reports under a folder (written by recipes/baselines.sh).
+"""Markdown table of the evaluation reports under a folder (written by
+`haba-datasets study recipes/studies/baselines.yaml`).
 
     python recipes/baselines_table.py recipes/results/baselines
 """

@@ -1,4 +1,4 @@
-"""Markdown table of the HaBa-vs-plain comparison (written by recipes/compare.sh).
+"""Markdown table of the HaBa-vs-plain comparison (written by `haba-datasets study recipes/studies/compare.yaml`).
 
     python recipes/compare_table.py [recipes/results/compare]
 """

@@ -1,4 +1,5 @@
-"""Markdown table of the one-factor study (written by recipes/study.sh): accuracy against CPU time.
+"""Markdown table of the one-factor study (written by `haba-datasets study recipes/studies/study.yaml`):
+accuracy against CPU time.
 
     python recipes/study_table.py [recipes/results/study]
 
@@ -91,7 +92,7 @@ def main(folder: str) -> None:
             if key(json.loads(path.read_text())) == setting:
                 experts = path.parent / "experts.json"
                 print(row(path.parent, experts if experts.exists() else None))
-    print("\nConfirmed with the card's protocol (3 runs x 500 epochs, seeds 0-2; `bash recipes/study.sh DATA RUN:seeds`):\n")
+    print("\nConfirmed with the card's protocol (3 runs x 500 epochs, seeds 0-2; `haba-datasets study recipes/studies/study.yaml RUN:seeds`):\n")
     print("| recipe (profile) | run | validation % (mean) | test % (mean +- std) | per run |")
     print("|---|---|---|---|---|")
     confirmed = [((b["recipe"], b["profile"]), b["label"], RESULTS / b["report"]) for b in INDEX["baseline_seeds"]]
