@@ -8,14 +8,14 @@ import tempfile
 from tests.hub_server import HubServer
 
 HUB = HubServer()
-SESSION_HF_HOME = tempfile.mkdtemp(prefix="haba-tests-hf-home-")
-atexit.register(shutil.rmtree, SESSION_HF_HOME, True)
-os.environ.update(HF_ENDPOINT=HUB.url, HF_HOME=SESSION_HF_HOME, HF_HUB_DISABLE_XET="1", HF_HUB_OFFLINE="0",
+TESTS_HF_HOME = tempfile.mkdtemp(prefix="haba-tests-hf-home-")
+atexit.register(shutil.rmtree, TESTS_HF_HOME, True)
+os.environ.update(HF_ENDPOINT=HUB.url, HF_HOME=TESTS_HF_HOME, HF_HUB_DISABLE_XET="1", HF_HUB_OFFLINE="0",
                   HF_DATASETS_OFFLINE="0")  # fmt: skip
-# decoded real datasets go to a cache of this session, never the user's
-SESSION_CACHE = tempfile.mkdtemp(prefix="haba-tests-cache-")
-atexit.register(shutil.rmtree, SESSION_CACHE, True)
-os.environ["HABA_DATASETS_CACHE"] = SESSION_CACHE
+# decoded real datasets go to a cache of this test run, never the user's
+TESTS_CACHE = tempfile.mkdtemp(prefix="haba-tests-cache-")
+atexit.register(shutil.rmtree, TESTS_CACHE, True)
+os.environ["HABA_DATASETS_CACHE"] = TESTS_CACHE
 os.environ.pop("HF_TOKEN", None)
 os.environ.pop("HF_HUB_CACHE", None)
 os.environ.pop("HF_DATASETS_CACHE", None)
@@ -94,7 +94,7 @@ def hub(tmp_path, monkeypatch):
     HUB.reset(tmp_path / "hub-server")
     use_hf_home(monkeypatch, tmp_path / "hf-home")
     yield HUB.start()
-    leaked = [p for p in os.listdir(SESSION_HF_HOME) if p not in ("datasets", "modules")]
+    leaked = [p for p in os.listdir(TESTS_HF_HOME) if p not in ("datasets", "modules")]
     assert not leaked, f"a test wrote to the shared HF_HOME: {leaked}"
 
 
