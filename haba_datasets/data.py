@@ -8,10 +8,12 @@ images are decoded once, not on every run.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,7 +163,8 @@ def load_real(
         classes, (train, test) = _parquet_folder(Path(source), spec)
         return _real_data(name, spec, source, classes, train, test, val_fraction)
     try:
-        splits = datasets.load_dataset(source, spec.config if spec else None)
+        with _quiet_datasets():
+            splits = datasets.load_dataset(source, spec.config if spec else None)
     except (*HUB_CALL_ERRORS, ValueError) as err:  # missing files or repo, bad config name, network: say what was tried
         tried = f"{source!r}" + ("" if spec is None or data_root else " (set data_root or HABA_DATA_ROOT for a local copy)")
         raise FileNotFoundError(f"could not load real dataset {name!r} from {tried}: {err}") from err
@@ -218,6 +221,23 @@ def _decoded(split, image_col: str, label_col: str, cache: Path, stem: str, batc
     labels = torch.tensor(split[label_col], dtype=torch.int64)
     write_file(path, safetensors_bytes({"images": images, "labels": labels}))  # never a half-written cache file
     return Split(images, labels)
+
+
+@contextlib.contextmanager
+def _quiet_datasets():
+    """``datasets``' own bars follow this library's conventions: off when TQDM_DISABLE is set or stderr
+    is not a terminal (its setting is restored afterwards)."""
+    from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    quiet = bool(os.environ.get("TQDM_DISABLE")) or not sys.stderr.isatty()
+    was_disabled = are_progress_bars_disabled()
+    if quiet and not was_disabled:
+        disable_progress_bars()
+    try:
+        yield
+    finally:
+        if quiet and not was_disabled:
+            enable_progress_bars()
 
 
 def _parquet_folder(folder: Path, spec: RealSpec | None) -> tuple[list[str], tuple[Split, Split]]:

@@ -275,3 +275,23 @@ def test_compiled_networks_give_the_eager_loss_and_gradients(ends):
         grads.append(syn.images.grad.clone())
     assert losses[1] == pytest.approx(losses[0], rel=1e-4)
     assert torch.allclose(grads[1], grads[0], rtol=1e-3, atol=1e-6)
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("objective.dm-dance.distance=kl", "objective.dm-dance.distance must be one of ['mean', 'cf'], got 'kl'"),
+    ("objective.dm-dance.interpolate=1", "objective.dm-dance.interpolate must be one of [True, False], got 1"),
+    ("experts.keep=some", "experts.keep must be one of ['all', 'ends'], got 'some'"),
+    ("objective.dm-dance.alpha=2", "recipe section 'objective.dm-dance': need calibration >= 0, 0 <= alpha <= 1"),
+])  # fmt: skip
+def test_a_bad_dm_dance_setting_is_one_line_before_or_at_the_build(colors, tmp_path, cli, setting, message):
+    """Choices are refused when the recipe is read; a value only the objective can judge, when it is built
+    (after the experts, which are kept): never a traceback."""
+    import yaml
+
+    from tests.helpers import write_recipe
+
+    recipe = write_recipe(tmp_path / "r.yaml", "dm-dance")
+    before = recipe.read_bytes()
+    code, _, err = cli("distill", recipe, "--profile", "cpu", "--set", setting, "-o", tmp_path / "out")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
+    assert recipe.read_bytes() == before and yaml.safe_load(before)

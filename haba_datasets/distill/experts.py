@@ -43,7 +43,7 @@ from ..preprocessing import Preprocessing, list_preprocessings, preprocessing_cl
 from ..progress import progress_bar
 from . import distributed
 
-__all__ = ["Experts", "train_experts"]
+__all__ = ["KEEPS", "Experts", "epoch_lr", "train_experts"]
 
 FORMAT_NAME = "haba-datasets/experts"
 FORMAT_VERSION = 2

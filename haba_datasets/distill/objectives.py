@@ -28,7 +28,8 @@ from . import distributed
 from .experts import Experts, unflatten
 from .parameterizations import Parameterization
 
-__all__ = ["DistributionMatching", "Objective", "TrainedDistributionMatching", "TrajectoryMatching"]
+__all__ = ["DISTANCES", "DistributionMatching", "InterpolatedDistributionMatching", "Objective", "TrainedDistributionMatching",
+           "TrajectoryMatching", "class_means"]
 
 
 def _need_trajectories(experts: Experts) -> None:

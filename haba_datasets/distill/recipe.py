@@ -24,6 +24,7 @@ import torch.nn.functional as F
 import yaml
 
 from .. import fileformat
+from ..fileformat import FormatError
 from ..data import RealData, load_real
 from ..evaluate import Protocol, as_dataset, evaluate, real_eval_sets
 from ..factorized import FactorizedDataset
@@ -32,10 +33,10 @@ from ..nets import list_nets
 from ..preprocessing import list_preprocessings
 from ..registry import Registry
 from . import distributed
-from .experts import Experts, train_experts
+from .experts import KEEPS, Experts, train_experts
 from .loop import Schedule, distill
-from .objectives import (DistributionMatching, InterpolatedDistributionMatching, Objective, TrainedDistributionMatching,
-                         TrajectoryMatching)
+from .objectives import (DISTANCES, DistributionMatching, InterpolatedDistributionMatching, Objective,
+                         TrainedDistributionMatching, TrajectoryMatching)
 from .parameterizations import HaBa, Parameterization, PlainImages
 
 __all__ = [
@@ -107,6 +108,9 @@ _COUNTS = {
     "iterations": (0, 10_000_000), "eval_every": (0, 10_000_000), "eval_epochs": (1, 100_000),
     "grid_every": (0, 10_000_000), "checkpoint_every": (0, 10_000_000), "runs": (0, 1000), "seed": (0, 2**63 - 1),
 }  # fmt: skip
+#: Settings that take one of a few values (switches: true or false).
+_CHOICES = {"distance": DISTANCES, "keep": KEEPS, **{k: (True, False) for k in ("interpolate", "compile", "lr_steps",
+                                                                           "dsa", "checkpoint")}}  # fmt: skip
 #: Each known kind's class: its keyword arguments are the options a recipe may give it (builders add some).
 _OPTIONS = {("parameterization", "plain"): (PlainImages, ()), ("parameterization", "haba"): (HaBa, ("bases_per_class", "basis_factor")),
             ("objective", "mtt"): (TrajectoryMatching, ()), ("objective", "dm"): (DistributionMatching, ()),
@@ -224,6 +228,9 @@ def _check_values(section: dict, prefix: str, fail) -> None:
             low, high = _COUNTS[key]
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
                 fail(where, f"a whole number from {low:,} to {high:,}", value)
+        elif key in _CHOICES:
+            if not any(value is choice or (type(value) is type(choice) and value == choice) for choice in _CHOICES[key]):
+                fail(where, f"one of {list(_CHOICES[key])}", value)
         elif isinstance(value, float) and not math.isfinite(value):
             fail(where, "a finite number", value)
         elif key in ("momentum", "weight_decay", "lr_momentum"):
@@ -266,10 +273,13 @@ def _nest(keys: list[str], value) -> dict:
 
 
 def _call(what: str, factory, *args, **kwargs):
-    """Build a recipe component; a wrong option becomes a ValueError naming the section."""
+    """Build a recipe component; a wrong option (unknown, or a value it refuses) becomes a ValueError
+    naming the section."""
     try:
         return factory(*args, **kwargs)
-    except TypeError as err:
+    except FormatError:  # a damaged file names itself
+        raise
+    except (TypeError, ValueError) as err:
         raise ValueError(f"recipe section {what!r}: {err}") from None
 
 
