@@ -19,7 +19,7 @@ RUNS = [
     ("dm-mf2-basis-lr-0.001-real-256", None, "HaBa, DM, random networks, 256 real images per class", None),
     ("dm-mf2-basis-lr-0.001-real-256-1600", None, "the same, 1,600 iterations", None),
     ("dm-plain-real-256", None, "plain images, DM, random networks, 256 real images per class", None),
-    ("dance-haba", "cifar10-dance-w32", "HaBa, dm-dance", "dm-mf2-basis-lr-0.001-real-256-1600"),
+    ("dance-haba", "cifar10-dance-w32", "HaBa, dm-dance", "dm-mf2-basis-lr-0.001-real-256"),
     ("dance-plain", "cifar10-dance-w32", "plain images, dm-dance", "dm-plain-real-256"),
     ("dance-ipc1-haba", "cifar10-dance-w32", "IPC 1: HaBa, dm-dance", "dance-ipc1-plain"),
     ("dance-ipc1-plain", "cifar10-dance-w32", "IPC 1: plain images (2 per class), dm-dance", None),
@@ -66,7 +66,7 @@ def main(folder: str) -> None:
         curve = " / ".join(f"{100 * r['val_accuracy']:.1f}" for r in m["curve"])
         terms = ", ".join(f"{k} {m['last'][k]:.3g}" for k in LOSS_TERMS if k in m["last"]) or "-"
         versus = "-"
-        if against:
+        if against and (root / against / "summary.json").exists():
             a = done.get(against) or measured(root, against, next(e for r, e, *_ in RUNS if r == against))
             gain, extra = 100 * (m["val"] - a["val"]), m["hours"] - a["hours"]
             rate = f", {gain / extra:+.1f} per extra CPU-hour" if extra > 0.01 else f", for {extra:+.2f} CPU-hours"
