@@ -210,3 +210,25 @@ def assert_one_error(result, *names: str) -> str:
 def snapshot_files(folder: Path) -> dict[str, bytes]:
     """Every file under ``folder`` and its bytes (to check a command left them as they were)."""
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+
+
+#: The test Hub's dataset repo and write token (tests/hub_server.py).
+HUB_REPO = "alice/tiny"
+HUB_TOKEN = "hf_test_write"
+
+
+def load_from_hub(name=HUB_REPO, **kw):
+    return FactorizedDataset.from_pretrained(name, device="cpu", **kw)
+
+
+def hub_downloads(hub):
+    """Files fetched with GET /.../resolve/... so far."""
+    return [path.split("/resolve/")[1].split("/", 1)[1] for method, path, _ in hub.requests if method == "GET" and "/resolve/" in path]
+
+
+def train_tiny_experts(folder, real_folder, **settings):
+    """The reference experts (2 ZCA experts x 3 epochs of a tiny ConvNet), with ``settings`` changed."""
+    from haba_datasets.distill.experts import train_experts
+
+    settings = {"experts": 2, "epochs": 3, "net_options": TINY_NET, "batch_size": 16, "progress": False, **settings}
+    return train_experts(folder, dataset=real_folder, **settings)

@@ -16,18 +16,10 @@ from haba_datasets import Normalize
 from haba_datasets.cli import main
 from haba_datasets.data import load_real
 from haba_datasets.distill import experts as experts_module
-from haba_datasets.distill.experts import Experts, _derived_seed, expert_file, flatten_parameters, train_experts, unflatten
+from haba_datasets.distill.experts import Experts, _derived_seed, expert_file, flatten_parameters, unflatten
 from haba_datasets.evaluate import as_dataset, train_epoch
 from haba_datasets.fileformat import FormatError
-from tests.helpers import kill_at_random_points
-
-TINY_NET = {"depth": 1, "width": 8}
-
-
-def run(folder, real_folder, **settings):
-    """The reference setting (2 ZCA experts x 3 epochs of a tiny ConvNet), with ``settings`` changed."""
-    settings = {"experts": 2, "epochs": 3, "net_options": TINY_NET, "batch_size": 16, "progress": False, **settings}
-    return train_experts(folder, dataset=real_folder, **settings)
+from tests.helpers import kill_at_random_points, train_tiny_experts as run
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +152,7 @@ def test_an_interrupted_run_resumes_bit_identically(trained, real_folder, tmp_pa
 
 KILLED_RUN = """
 import sys
-from tests.test_experts import run
+from tests.helpers import train_tiny_experts as run
 run(*sys.argv[1:])
 """
 

@@ -294,13 +294,7 @@ class InterpolatedDistributionMatching(_ExpertDistributionMatching):
     """
 
     def __init__(
-        self,
-        images: torch.Tensor,
-        labels: torch.Tensor,
-        experts: Experts,
-        *,
-        num_classes: int,
-        batch_real: int = 128,
+        self, images: torch.Tensor, labels: torch.Tensor, experts: Experts, *, num_classes: int, batch_real: int = 128,
         calibration: float = 1.0,
         interpolate: bool = True,
         distance: str = "mean",
