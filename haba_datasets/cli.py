@@ -19,9 +19,10 @@ from pathlib import Path
 
 from .allocator import keep_freed_memory
 from .cross_architecture import LR_GRID
+from .distill.experts import KEEPS
 from .factorized import Pairing
 from .hub import HubError
-from .interop import LAYOUTS
+from .interop import EXPORT_TARGETS, LAYOUTS
 from .fileformat import FormatError
 from .preprocessing import list_preprocessings
 from .registry import UnknownNameError
@@ -205,7 +206,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--momentum", type=_fraction, default=0.0, help="SGD momentum (MTT: 0; DANCE: 0.9)")
     p.add_argument("--weight-decay", type=_fraction, default=0.0, help="SGD weight decay (MTT: 0; DANCE: 5e-4)")
     p.add_argument("--lr-steps", action="store_true", help="lr x0.1 after 2/3 and again after 5/6 of the epochs (DANCE)")
-    p.add_argument("--keep", choices=["all", "ends"], default="all",
+    p.add_argument("--keep", choices=KEEPS, default="all",
                    help="every epoch (MTT, dm-trained) or only the initial and final parameters (dm-dance)")  # fmt: skip
     p.add_argument("--seed", type=_int(0, MAX_SEED), default=0)
     p.add_argument("--device", type=_device, help="default: cuda when available (under torchrun: cuda:LOCAL_RANK)")
@@ -223,7 +224,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, required=True, help="folder to save the dataset to")
     p = sub.add_parser("export", help="write a dataset's images as tensors or as an ImageFolder of PNGs")
     p.add_argument("name", help="a factorized dataset (folder, Hub repo id or zoo name)")
-    p.add_argument("--to", required=True, choices=["tensors", "image-folder"])
+    p.add_argument("--to", required=True, choices=EXPORT_TARGETS)
     p.add_argument("-o", "--output", type=Path, required=True)
     _zoo_parsers(sub)
     p = sub.add_parser("keep-state", help="copy what an unfinished distillation run needs to continue elsewhere "

@@ -46,7 +46,10 @@ from .preprocessing import Identity, Preprocessing
 from .registry import Registry
 from .viz import to_pil
 
-__all__ = ["EXPORT_MANIFEST", "LAYOUTS", "export_dataset", "import_dataset"]
+__all__ = ["EXPORT_MANIFEST", "EXPORT_TARGETS", "LAYOUTS", "export_dataset", "import_dataset"]
+
+#: What :func:`export_dataset` writes: safetensors of all images and labels, or an ImageFolder of PNGs.
+EXPORT_TARGETS = ("tensors", "image-folder")
 
 #: Import layouts: name -> reader of the named files into (bases, labels or None, bank or None, lr or None).
 LAYOUTS = Registry("import layout")
@@ -134,7 +137,7 @@ def export_dataset(dataset: FactorizedDataset, to: str, out: str | Path) -> list
         The files written.
     """
     out = Path(out)
-    if to not in ("tensors", "image-folder"):
+    if to not in EXPORT_TARGETS:
         raise ValueError(f"export to 'tensors' or 'image-folder', got {to!r}")
     _clear_export(out)
     images, labels = dataset.materialize().tensors
