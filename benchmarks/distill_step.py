@@ -49,7 +49,7 @@ class RandomTrajectories:
     folder = "random"
 
     def __init__(self, epochs: int, net_options: dict) -> None:
-        self.config, self.ids, self.net_options = {"epochs": epochs}, [0], net_options
+        self.config, self.ids, self.net_options = {"epochs": epochs, "keep": "all"}, [0], net_options
         net = self.create_net()
         self.parameter_shapes = [(n, tuple(p.shape)) for n, p in net.named_parameters()]
         self._rows = torch.randn(epochs + 1, sum(p.numel() for p in net.parameters())) * 0.01
